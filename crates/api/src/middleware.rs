@@ -1,0 +1,107 @@
+//! Cross-cutting behaviour: problem documents for errors produced outside handlers, panics,
+//! request spans, and Prometheus metrics.
+
+use std::any::Any;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::{ApiError, PROBLEM_CONTENT_TYPE};
+
+pub async fn no_such_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /docs for the API")
+}
+
+/// Errors made by axum or a tower layer (405, a timeout's 408, …) come with an empty or plain
+/// body; give them the same problem document as every other error.
+pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this path does not accept this method".to_owned()),
+        // The only bare 503 is the timeout layer's: handlers answer problems of their own.
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ("timeout", "the request took longer than this server allows and was stopped".to_owned())
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload_too_large", "the body is larger than this server accepts".to_owned())
+        }
+        StatusCode::NOT_FOUND => ("not_found", "not found".to_owned()),
+        other if other.is_server_error() => ("internal", "the server failed to handle this request".to_owned()),
+        other => ("bad_request", other.canonical_reason().unwrap_or("bad request").to_lowercase()),
+    };
+    let mut problem = ApiError::new(status, code, detail).into_response();
+    // Keep headers such as Allow on a 405.
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
+}
+
+/// A panic is a bug: log it, answer a bare 500, keep serving.
+pub fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+/// The span of one request: its id, method and route, never its headers (they carry tokens).
+pub fn make_span(request: &Request) -> tracing::Span {
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or(request.uri().path());
+    tracing::info_span!("request", request_id, method = %request.method(), route)
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+            .expect("latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed, in which case ours just stays unused.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Request counts and latencies per route template (never the raw path, whose IDs would make
+/// the label set unbounded).
+pub async fn record_metrics(request: Request, next: Next) -> Response {
+    prometheus();
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,118 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use domain::{ApiToken, Scope, Scopes, TokenSecret};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{path_id, ListParams, ListResponse};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_token, list_tokens)).routes(routes!(delete_token))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// What the token is for, e.g. "CI deploys".
+    pub name: String,
+    /// Any of `read`, `write`, `admin`.
+    #[schema(value_type = Vec<String>, example = json!(["read"]))]
+    pub scopes: Vec<String>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub name: String,
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Vec<Scope>,
+    /// The first characters of the secret, to tell tokens apart.
+    pub prefix: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<ApiToken> for TokenView {
+    fn from(t: ApiToken) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            scopes: t.scopes.as_slice().to_vec(),
+            prefix: t.prefix,
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: TokenView,
+    /// The secret. Store it now: it is kept only as a hash and cannot be shown again.
+    pub secret: String,
+}
+
+/// Create an API token for your organisation.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", operation_id = "create_token",
+    request_body = CreateToken, security(("bearer" = ["admin"])),
+    responses((status = 201, body = CreatedToken)))]
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    caller.require(Scope::Admin)?;
+    let mut errors = domain::Invalid::default();
+    let name = errors.check(domain::validation::text("name", &body.name, 200));
+    let mut scopes = Vec::new();
+    for (i, s) in body.scopes.iter().enumerate() {
+        match Scope::parse(s) {
+            Some(scope) => scopes.push(scope),
+            None => errors.push(format!("scopes[{i}]"), format!("unknown scope {s:?}; use read, write or admin")),
+        }
+    }
+    let scopes = errors.check(Scopes::new(scopes));
+    errors.into_result()?;
+    let (name, scopes) = (name.unwrap_or_default(), scopes.unwrap_or_else(Scopes::admin));
+    let secret = TokenSecret::generate();
+    let token =
+        state.store.create_token(caller.org_id, &name, &scopes, &secret.display_prefix(), &secret.hash()).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token: token.into(), secret: secret.expose().to_owned() })))
+}
+
+/// List your organisation's tokens, oldest first.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "list_tokens",
+    params(ListParams), security(("bearer" = ["admin"])),
+    responses((status = 200, body = ListResponse<TokenView>)))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<ListResponse<TokenView>>> {
+    caller.require(Scope::Admin)?;
+    let page = state.store.list_tokens(caller.org_id, params.page()?).await?;
+    Ok(Json(ListResponse::from_page(page, TokenView::from)))
+}
+
+/// Delete a token; requests made with it fail from now on.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", operation_id = "delete_token",
+    params(("id" = Uuid, Path, description = "The token's id")), security(("bearer" = ["admin"])),
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let id = path_id(&id, "token")?;
+    if state.store.delete_token(caller.org_id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token"))
+    }
+}

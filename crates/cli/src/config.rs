@@ -1,0 +1,254 @@
+//! One configuration for every process, read from the environment and, optionally, a file of
+//! `KEY=value` lines named by `CHANGETRAIL_CONFIG`. The environment wins over the file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+
+/// A configuration variable, its default and what it means: the README's table and the
+/// docker-compose test are checked against this list.
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+pub const VARIABLES: &[Variable] = &[
+    Variable { name: "CHANGETRAIL_LISTEN", default: "127.0.0.1:8080", meaning: "address the API listens on" },
+    Variable {
+        name: "CHANGETRAIL_DATABASE_URL",
+        default: "SQLite file in CHANGETRAIL_DATA_DIR",
+        meaning: "`sqlite://PATH` or `postgres://…`",
+    },
+    Variable { name: "CHANGETRAIL_DATA_DIR", default: "./data", meaning: "where the embedded SQLite database lives" },
+    Variable {
+        name: "CHANGETRAIL_BOOTSTRAP_TOKEN",
+        default: "none (a random one is printed)",
+        meaning: "the first admin token of an empty database (at least 24 characters)",
+    },
+    Variable {
+        name: "CHANGETRAIL_CORS_ORIGINS",
+        default: "none",
+        meaning: "frontend origins allowed by CORS, comma-separated",
+    },
+    Variable {
+        name: "CHANGETRAIL_BODY_LIMIT",
+        default: "1048576",
+        meaning: "largest request body accepted, in bytes (larger is 413)",
+    },
+    Variable {
+        name: "CHANGETRAIL_REQUEST_TIMEOUT",
+        default: "30s",
+        meaning: "longest a request may take before it is answered 503 `timeout`",
+    },
+    Variable {
+        name: "CHANGETRAIL_LOG",
+        default: "info",
+        meaning: "log filter, in `tracing` env-filter syntax (e.g. `info,changetrail_api=debug`)",
+    },
+    Variable { name: "CHANGETRAIL_LOG_FORMAT", default: "text", meaning: "`text` or `json`" },
+    Variable {
+        name: "CHANGETRAIL_CONFIG",
+        default: "none",
+        meaning: "a file of `KEY=value` lines offering any of these variables; the environment wins",
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub bootstrap_token: Option<String>,
+    pub cors_origins: Vec<HeaderValue>,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment (and the `CHANGETRAIL_CONFIG` file, if any).
+    pub fn from_env() -> anyhow::Result<Config> {
+        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CHANGETRAIL_")).collect();
+        let file = match env.get("CHANGETRAIL_CONFIG") {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read CHANGETRAIL_CONFIG {path}: {e}"))?;
+                parse_file(&text)?
+            }
+            None => HashMap::new(),
+        };
+        Config::from_lookup(|key| env.get(key).or_else(|| file.get(key)).cloned())
+            .map_err(|errors| anyhow::anyhow!(errors.join("; ")))
+    }
+
+    /// Builds the configuration from any source of values, reporting every bad value at once.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let parse = |name: &str, default: &str| -> String {
+            debug_assert!(VARIABLES.iter().any(|v| v.name == name), "{name} is missing from VARIABLES");
+            get(name).filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+        };
+        let listen_text = parse("CHANGETRAIL_LISTEN", "127.0.0.1:8080");
+        let database_url = Some(parse("CHANGETRAIL_DATABASE_URL", "")).filter(|s| !s.is_empty());
+        let data_dir = PathBuf::from(parse("CHANGETRAIL_DATA_DIR", "./data"));
+        let bootstrap_token = Some(parse("CHANGETRAIL_BOOTSTRAP_TOKEN", "")).filter(|s| !s.is_empty());
+        let cors_text = parse("CHANGETRAIL_CORS_ORIGINS", "");
+        let body_limit_text = parse("CHANGETRAIL_BODY_LIMIT", "1048576");
+        let timeout_text = parse("CHANGETRAIL_REQUEST_TIMEOUT", "30s");
+        let log_filter = parse("CHANGETRAIL_LOG", "info");
+        let log_format_text = parse("CHANGETRAIL_LOG_FORMAT", "text");
+
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            errors.push(format!("CHANGETRAIL_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8080"));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let cors_origins = cors_text
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .filter_map(|origin| match HeaderValue::from_str(origin) {
+                Ok(v) if origin.starts_with("http://") || origin.starts_with("https://") => Some(v),
+                _ => {
+                    errors.push(format!(
+                        "CHANGETRAIL_CORS_ORIGINS: {origin:?} is not an origin like https://app.example.com"
+                    ));
+                    None
+                }
+            })
+            .collect();
+        let body_limit_bytes = body_limit_text.parse::<usize>().ok().filter(|n| *n >= 1024).unwrap_or_else(|| {
+            errors.push(format!("CHANGETRAIL_BODY_LIMIT: {body_limit_text:?} is not a number of bytes ≥ 1024"));
+            1024 * 1024
+        });
+        let request_timeout = parse_duration(&timeout_text).unwrap_or_else(|| {
+            errors.push(format!("CHANGETRAIL_REQUEST_TIMEOUT: {timeout_text:?} is not a duration like 30s, 5m or 2h"));
+            Duration::from_secs(30)
+        });
+        let log_format = match log_format_text.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                errors.push(format!("CHANGETRAIL_LOG_FORMAT: {other:?} is neither text nor json"));
+                LogFormat::Text
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            data_dir,
+            bootstrap_token,
+            cors_origins,
+            body_limit_bytes,
+            request_timeout,
+            log_filter,
+            log_format,
+        })
+    }
+
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => storage::default_sqlite_url(&self.data_dir),
+        }
+    }
+
+    pub fn http(&self) -> api::HttpSettings {
+        api::HttpSettings {
+            cors_origins: self.cors_origins.clone(),
+            body_limit_bytes: self.body_limit_bytes,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+fn parse_file(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut values = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("CHANGETRAIL_CONFIG line {}: expected KEY=value", n + 1))?;
+        let key = key.trim();
+        if !VARIABLES.iter().any(|v| v.name == key) {
+            anyhow::bail!("CHANGETRAIL_CONFIG line {}: unknown variable {key}", n + 1);
+        }
+        values.insert(key.to_owned(), value.trim().trim_matches('"').to_owned());
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert!(config.database_url.is_none() && config.bootstrap_token.is_none() && config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let bad = HashMap::from([
+            ("CHANGETRAIL_LISTEN", "nowhere"),
+            ("CHANGETRAIL_REQUEST_TIMEOUT", "soon"),
+            ("CHANGETRAIL_LOG_FORMAT", "xml"),
+            ("CHANGETRAIL_CORS_ORIGINS", "https://ok.example,not-an-origin"),
+        ]);
+        let errors = Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn file_values_are_read_and_unknown_keys_refused() {
+        let values = parse_file("# comment\nCHANGETRAIL_LISTEN=0.0.0.0:9000\n").unwrap();
+        assert_eq!(values["CHANGETRAIL_LISTEN"], "0.0.0.0:9000");
+        assert!(parse_file("NOPE=1").is_err());
+    }
+}

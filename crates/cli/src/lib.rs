@@ -1,0 +1,91 @@
+//! The `changetrail` binary's commands, as a library so tests can run them in-process.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use domain::{Scope, Scopes, Store, TokenSecret};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::config::{Config, LogFormat};
+
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url()?;
+    storage::connect(&url).await
+}
+
+/// What bootstrapping an empty database did.
+pub enum Bootstrap {
+    /// The database already had an organisation.
+    AlreadyDone,
+    /// A default organisation was created with this admin token; `chosen` if it came from
+    /// `CHANGETRAIL_BOOTSTRAP_TOKEN`.
+    Created { org_id: Uuid, secret: TokenSecret, chosen: bool },
+}
+
+/// On an empty database: a default organisation and its first admin token.
+pub async fn bootstrap(store: &dyn Store, chosen_token: Option<&str>) -> anyhow::Result<Bootstrap> {
+    if store.organization_exists().await? {
+        return Ok(Bootstrap::AlreadyDone);
+    }
+    let (secret, chosen) = match chosen_token {
+        Some(token) => (TokenSecret::chosen(token).map_err(|e| anyhow::anyhow!("{e}"))?, true),
+        None => (TokenSecret::generate(), false),
+    };
+    let org = store.create_organization("default").await?;
+    store.create_token(org.id, "bootstrap admin", &Scopes::admin(), &secret.display_prefix(), &secret.hash()).await?;
+    Ok(Bootstrap::Created { org_id: org.id, secret, chosen })
+}
+
+/// Runs the API until SIGTERM or SIGINT, then lets in-flight requests finish.
+pub async fn serve_api(
+    config: &Config,
+    store: Arc<dyn Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = api::router(api::AppState { store }, &config.http());
+    tracing::info!(address = %config.listen, "API listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the API server failed")
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+/// Parses `read,write` and the like.
+pub fn parse_scopes(text: &str) -> anyhow::Result<Scopes> {
+    let scopes = text
+        .split(',')
+        .map(|s| Scope::parse(s.trim()).ok_or_else(|| anyhow::anyhow!("unknown scope {s:?}: use read, write or admin")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Scopes::new(scopes).map_err(|e| anyhow::anyhow!("{e}"))
+}

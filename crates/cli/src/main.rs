@@ -1,0 +1,138 @@
+use std::io::Write;
+
+use anyhow::Context;
+use changetrail::config::Config;
+use changetrail::{bootstrap, init_logging, open_store, parse_scopes, serve_api, shutdown_signal, Bootstrap};
+use clap::{Parser, Subcommand};
+use domain::TokenSecret;
+use uuid::Uuid;
+
+/// changetrail: what changed? One timeline per environment of AWS CloudTrail changes, deploys,
+/// pull requests and alerts. Configuration comes from CHANGETRAIL_* variables (see the README).
+#[derive(Parser)]
+#[command(name = "changetrail", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The API and the worker in one process: the way to run on a single machine.
+    Serve,
+    /// Only the HTTP API.
+    Api,
+    /// Only the background worker.
+    Worker,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Organisations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create an organisation and print its first admin token.
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for an organisation and print it.
+    Create {
+        /// The organisation's id.
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Comma-separated: read, write, admin.
+        #[arg(long, default_value = "admin")]
+        scopes: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", api::openapi_document().to_pretty_json()?);
+        return Ok(());
+    }
+    let config = Config::from_env()?;
+    init_logging(&config);
+    let store = open_store(&config).await?;
+    match cli.command {
+        Command::Openapi => unreachable!("handled above"),
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Serve | Command::Api => {
+            announce_bootstrap(bootstrap(store.as_ref(), config.bootstrap_token.as_deref()).await?, &config);
+            let worker = matches!(cli.command, Command::Serve)
+                .then(|| tokio::spawn(worker::run(store.clone(), shutdown_signal())));
+            serve_api(&config, store, shutdown_signal()).await?;
+            if let Some(worker) = worker {
+                worker.await.context("the worker failed")?;
+            }
+            Ok(())
+        }
+        Command::Worker => {
+            worker::run(store, shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Org { command: OrgCommand::Create { name } } => {
+            let name = domain::validation::text("name", &name, domain::organization::MAX_NAME_CHARS)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let org = store.create_organization(&name).await?;
+            let secret = TokenSecret::generate();
+            store
+                .create_token(org.id, "first admin", &domain::Scopes::admin(), &secret.display_prefix(), &secret.hash())
+                .await?;
+            println!("organisation {} ({})\nadmin token (shown once): {}", org.name, org.id, secret.expose());
+            Ok(())
+        }
+        Command::Token { command: TokenCommand::Create { org, name, scopes } } => {
+            let scopes = parse_scopes(&scopes)?;
+            store.get_organization(org).await?.with_context(|| format!("no organisation {org}"))?;
+            let secret = TokenSecret::generate();
+            let token = store.create_token(org, &name, &scopes, &secret.display_prefix(), &secret.hash()).await?;
+            println!("token {} ({})\nsecret (shown once): {}", token.id, scopes.to_stored(), secret.expose());
+            Ok(())
+        }
+    }
+}
+
+/// The first admin token goes to stdout once, never to the log.
+fn announce_bootstrap(outcome: Bootstrap, config: &Config) {
+    if let Bootstrap::Created { org_id, secret, chosen } = outcome {
+        let mut out = std::io::stdout().lock();
+        if chosen {
+            let _ =
+                writeln!(out, "Created organisation {org_id} with the admin token from CHANGETRAIL_BOOTSTRAP_TOKEN.");
+        } else {
+            let _ = writeln!(
+                out,
+                "Created organisation {org_id}. Its admin token, shown only this once:\n\n    {}\n",
+                secret.expose()
+            );
+            let _ = writeln!(
+                out,
+                "Use it like this:\n\n    curl -H \"Authorization: Bearer {}\" http://{}/v1/environments\n",
+                secret.expose(),
+                config.listen
+            );
+        }
+        let _ = out.flush();
+    }
+}

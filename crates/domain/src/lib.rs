@@ -1,0 +1,17 @@
+//! changetrail's domain: the types every other crate speaks, their validation, and the storage
+//! trait the backends implement. Nothing here knows HTTP or SQL.
+
+pub mod environment;
+pub mod organization;
+pub mod page;
+pub mod store;
+pub mod time_util;
+pub mod token;
+pub mod validation;
+
+pub use environment::{Environment, EnvironmentPatch, EnvironmentRef, EnvironmentSlug, NewEnvironment};
+pub use organization::Organization;
+pub use page::{Page, PageRequest};
+pub use store::{Store, StoreError};
+pub use token::{ApiToken, Scope, Scopes, TokenSecret};
+pub use validation::{FieldError, Invalid};

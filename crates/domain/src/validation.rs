@@ -1,0 +1,71 @@
+use serde::Serialize;
+
+/// One thing wrong with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every problem found in one input, so a caller can fix them all at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("invalid input: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl Invalid {
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid(vec![FieldError { field: field.into(), message: message.into() }])
+    }
+
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    /// Records the error of a parse, if any, and hands back the parsed value.
+    pub fn check<T>(&mut self, result: Result<T, Invalid>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(Invalid(errors)) => {
+                self.0.extend(errors);
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), Invalid> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// A trimmed, non-empty string of at most `max` characters without control characters.
+pub fn text(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Invalid::one(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > max {
+        return Err(Invalid::one(field, format!("must be at most {max} characters")));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Invalid::one(field, "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Like [`text`], but an empty string is allowed and means "none".
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, Invalid> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) if v.chars().count() > max => Err(Invalid::one(field, format!("must be at most {max} characters"))),
+        // Line breaks and tabs are fine in free text; other control characters (NUL above all,
+        // which PostgreSQL cannot store) are not.
+        Some(v) if v.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => {
+            Err(Invalid::one(field, "must not contain control characters other than line breaks and tabs"))
+        }
+        Some(v) => Ok(Some(v.to_owned())),
+    }
+}

@@ -105,7 +105,8 @@ async fn malformed_bodies_are_400_and_invalid_fields_422(backend: Backend) {
 
 async fn oversized_bodies_are_413(backend: Backend) {
     let settings = api::HttpSettings { body_limit_bytes: 4096, ..Default::default() };
-    let Some(app) = TestApp::spawn_with(backend, settings).await else {
+    let aws = test_support::aws_access("http://127.0.0.1:9", None).await;
+    let Some(app) = TestApp::spawn_with(backend, settings, aws).await else {
         return test_support::skipped("oversized_bodies_are_413");
     };
     let org = app.org("acme").await;

@@ -1,7 +1,9 @@
 //! The storage conformance suite: written once against `domain::Store`, run on every backend.
 //! A backend that passes it behaves as the rest of changetrail expects.
 
+use domain::connection::{ConnectionProblem, ConnectionSettings};
 use domain::store::StoreError;
+use domain::{ConnectionStatus, EnvironmentRule, ExternalId, RegisteredRole};
 use domain::{
     EnvironmentPatch, EnvironmentRef, EnvironmentSlug, NewEnvironment, PageRequest, Scope, Scopes, TokenSecret,
 };
@@ -16,6 +18,7 @@ on_both_backends!(
     environment_updates_are_partial,
     pages_yield_every_item_exactly_once,
     ping_answers,
+    connections_round_trip_and_keep_their_external_id,
 );
 
 fn env(name: &str, slug: &str) -> NewEnvironment {
@@ -160,4 +163,81 @@ async fn pages_yield_every_item_exactly_once(backend: Backend) {
 async fn ping_answers(backend: Backend) {
     let db = db_or_skip!(backend, "ping_answers");
     db.store.ping().await.unwrap();
+}
+
+async fn connections_round_trip_and_keep_their_external_id(backend: Backend) {
+    let db = db_or_skip!(backend, "connections_round_trip_and_keep_their_external_id");
+    let a = db.store.create_organization("a").await.unwrap();
+    let b = db.store.create_organization("b").await.unwrap();
+    let slug = EnvironmentSlug::parse("slug", "prod").unwrap();
+    let settings = ConnectionSettings {
+        name: "prod account".into(),
+        regions: vec!["us-east-1".into(), "eu-west-1".into()],
+        default_environment: Some(slug.clone()),
+        environment_rules: vec![EnvironmentRule {
+            environment: slug,
+            regions: Some(vec!["eu-west-1".into()]),
+            event_sources: None,
+            resource_pattern: Some("arn:aws:ecs:*".into()),
+            actor_pattern: None,
+        }],
+        lookback_days: 30,
+        include_read_only: true,
+        enabled: true,
+    };
+    let external_id = ExternalId::generate();
+    let created = db.store.create_connection(a.id, &settings, &external_id).await.unwrap();
+    assert_eq!(created.settings, settings);
+    assert_eq!(created.external_id, external_id);
+    assert_eq!(created.status, ConnectionStatus::PendingRole);
+    assert_eq!(db.store.get_connection(a.id, created.id).await.unwrap(), Some(created.clone()));
+    assert_eq!(db.store.get_connection(b.id, created.id).await.unwrap(), None);
+    assert!(db.store.list_connections(b.id, PageRequest::default()).await.unwrap().items.is_empty());
+
+    let same_id = db.store.create_connection(b.id, &settings, &external_id).await;
+    assert!(
+        matches!(same_id, Err(StoreError::Conflict(_))),
+        "external IDs are unique across organisations: {same_id:?}"
+    );
+
+    let changed =
+        ConnectionSettings { name: "renamed".into(), enabled: false, environment_rules: vec![], ..settings.clone() };
+    assert_eq!(db.store.update_connection_settings(b.id, created.id, &changed).await.unwrap(), None);
+    let updated = db.store.update_connection_settings(a.id, created.id, &changed).await.unwrap().unwrap();
+    assert_eq!(updated.settings, changed);
+    assert_eq!(updated.external_id, external_id, "settings never touch the external ID");
+
+    let problem =
+        ConnectionProblem { code: "assume_role_denied".into(), message: "no".into(), at: domain::time_util::now() };
+    let pending = db.store.record_connection_problem(a.id, created.id, &problem, false).await.unwrap().unwrap();
+    assert_eq!((pending.status, pending.last_error.clone()), (ConnectionStatus::PendingRole, Some(problem.clone())));
+
+    let role = RegisteredRole {
+        role_arn: "arn:aws:iam::222222222222:role/r".into(),
+        account_id: "222222222222".into(),
+        assumed_role_arn: "arn:aws:sts::222222222222:assumed-role/r/s".into(),
+        validated_at: domain::time_util::now(),
+    };
+    assert_eq!(db.store.register_role(b.id, created.id, &role).await.unwrap(), None);
+    let active = db.store.register_role(a.id, created.id, &role).await.unwrap().unwrap();
+    assert_eq!(active.status, ConnectionStatus::Active);
+    assert_eq!(
+        (active.role_arn.as_deref(), active.account_id.as_deref()),
+        (Some(role.role_arn.as_str()), Some("222222222222"))
+    );
+    assert_eq!(active.validated_at, Some(role.validated_at));
+    assert_eq!(active.last_error, None, "registering clears the last error");
+    assert_eq!(active.external_id, external_id);
+
+    let broken = db.store.record_connection_problem(a.id, created.id, &problem, true).await.unwrap().unwrap();
+    assert_eq!(broken.status, ConnectionStatus::Error);
+    assert_eq!(broken.role_arn, active.role_arn, "a broken role stays registered");
+
+    let of_account = db.store.connections_of_account(a.id, "222222222222").await.unwrap();
+    assert_eq!(of_account.iter().map(|c| c.id).collect::<Vec<_>>(), vec![created.id]);
+    assert!(db.store.connections_of_account(b.id, "222222222222").await.unwrap().is_empty());
+
+    assert!(!db.store.delete_connection(b.id, created.id).await.unwrap());
+    assert!(db.store.delete_connection(a.id, created.id).await.unwrap());
+    assert_eq!(db.store.get_connection(a.id, created.id).await.unwrap(), None);
 }

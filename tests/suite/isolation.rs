@@ -14,7 +14,11 @@ fn ids(list: &Value) -> Vec<String> {
 }
 
 async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
-    let app = app_or_skip!(backend, "another_organisation_sees_and_touches_nothing");
+    let standin = test_support::start_standin().await;
+    let aws = test_support::aws_access(&standin.url(), None).await;
+    let Some(app) = test_support::TestApp::spawn_with(backend, api::HttpSettings::default(), aws).await else {
+        return test_support::skipped("another_organisation_sees_and_touches_nothing");
+    };
     let a = app.org("a").await;
     let b = app.org("b").await;
     let (_, a_env) = app.post("/v1/environments", &a.admin_token, json!({"name": "prod", "description": "A's"})).await;
@@ -22,6 +26,33 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     let (_, a_token) = app.post("/v1/tokens", &a.admin_token, json!({"name": "a reader", "scopes": ["read"]})).await;
     let a_token_id = a_token["id"].as_str().unwrap().to_owned();
     let missing = uuid::Uuid::now_v7().to_string();
+    let (status, a_conn) = app
+        .post(
+            "/v1/connections",
+            &a.admin_token,
+            json!({"name": "A's account", "regions": ["us-east-1"], "default_environment": "prod"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a_conn}");
+    let a_conn_id = a_conn["id"].as_str().unwrap().to_owned();
+    let a_external_id = a_conn["external_id"].as_str().unwrap().to_owned();
+    let a_role = "arn:aws:iam::222222222222:role/a-reader";
+    standin.standin.add_role(aws_standin::RoleSpec {
+        arn: a_role.into(),
+        trusted_principal: test_support::SERVICE_PRINCIPAL.into(),
+        required_external_id: Some(a_external_id.clone()),
+        allow_lookup_events: true,
+        reports_session_as: None,
+    });
+    let (status, a_conn) = app
+        .call(
+            "PUT",
+            &format!("/v1/connections/{a_conn_id}/role"),
+            Some(&a.admin_token),
+            Some(json!({"role_arn": a_role})),
+        )
+        .await;
+    assert_eq!(status, 200, "{a_conn}");
 
     let mut walked: BTreeSet<(String, String)> = BTreeSet::new();
     let mut walk = |method: &str, template: &str| {
@@ -46,6 +77,36 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     walk("DELETE", "/v1/environments/{env}");
     assert_eq!(app.call("DELETE", &format!("/v1/tokens/{a_token_id}"), Some(bt), None).await.0, 404);
     walk("DELETE", "/v1/tokens/{id}");
+
+    let conn = format!("/v1/connections/{a_conn_id}");
+    assert_eq!(app.get(&conn, bt).await.0, 404);
+    walk("GET", "/v1/connections/{id}");
+    assert_eq!(app.get(&format!("{conn}/setup"), bt).await.0, 404, "B never sees A's external ID");
+    walk("GET", "/v1/connections/{id}/setup");
+    assert_eq!(app.call("PATCH", &conn, Some(bt), Some(json!({"enabled": false}))).await.0, 404);
+    walk("PATCH", "/v1/connections/{id}");
+    assert_eq!(app.call("PUT", &format!("{conn}/role"), Some(bt), Some(json!({"role_arn": a_role}))).await.0, 404);
+    walk("PUT", "/v1/connections/{id}/role");
+    assert_eq!(app.post(&format!("{conn}/validate"), bt, json!({})).await.0, 404);
+    walk("POST", "/v1/connections/{id}/validate");
+    assert_eq!(app.call("DELETE", &conn, Some(bt), None).await.0, 404);
+    walk("DELETE", "/v1/connections/{id}");
+
+    // The confused deputy: B registers A's role on a connection of its own. The role requires
+    // A's external ID, which B's connection does not have, so AWS refuses.
+    let (status, b_conn) = app.post("/v1/connections", bt, json!({"name": "not mine", "regions": ["us-east-1"]})).await;
+    assert_eq!(status, 201);
+    walk("POST", "/v1/connections");
+    assert_ne!(b_conn["external_id"], a_external_id.as_str());
+    let b_conn_id = b_conn["id"].as_str().unwrap();
+    let (status, problem) = app
+        .call("PUT", &format!("/v1/connections/{b_conn_id}/role"), Some(bt), Some(json!({"role_arn": a_role})))
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("assume_role_denied")), "{problem}");
+    let (_, list) = app.get("/v1/connections", bt).await;
+    assert_eq!(ids(&list), vec![b_conn_id.to_owned()]);
+    assert!(!list.to_string().contains(&a_external_id));
+    walk("GET", "/v1/connections");
 
     // Lists show only B's own.
     let (_, list) = app.get("/v1/environments", bt).await;
@@ -74,6 +135,9 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     assert_eq!(ids(&list), vec![a_env_id.clone()]);
     assert!(!ids(&list).contains(&b_env["id"].as_str().unwrap().to_owned()));
     assert_eq!(app.get("/v1/environments", a_token["secret"].as_str().unwrap()).await.0, 200, "A's token still works");
+    let (status, conn_now) = app.get(&format!("/v1/connections/{a_conn_id}"), &a.admin_token).await;
+    assert_eq!(status, 200);
+    assert_eq!(conn_now, a_conn, "A's connection is untouched");
 
     let document = api::openapi_document();
     let mut secured = BTreeSet::new();

@@ -39,7 +39,10 @@ macro_rules! app_or_skip {
 
 mod bad_input;
 mod conformance;
+mod connections;
 mod environments;
 mod isolation;
+mod moto;
 mod project_files;
+mod setup_tools;
 mod tokens;

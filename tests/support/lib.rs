@@ -70,6 +70,40 @@ async fn fresh_pg_schema(base: &str) -> String {
     format!("{base}{separator}options=-c%20search_path%3D{schema}")
 }
 
+pub const SERVICE_ACCESS_KEY: &str = "AKIATESTSERVICE00001";
+pub const SERVICE_SECRET: &str = "test-service-secret";
+/// changetrail's own identity in the tests' AWS.
+pub const SERVICE_PRINCIPAL: &str = "arn:aws:iam::111111111111:role/changetrail";
+
+/// The service's AWS access as production builds it (aws-config's loader), with the endpoint,
+/// region and credentials named explicitly so parallel tests can each have their own stand-in.
+pub async fn aws_access(endpoint_url: &str, principal: Option<&str>) -> Arc<api::AwsAccess> {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint_url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            SERVICE_ACCESS_KEY,
+            SERVICE_SECRET,
+            None,
+            None,
+            "test",
+        ));
+    let aws = aws::Aws::from_loader(loader).await;
+    Arc::new(api::AwsAccess::new(aws, principal.map(str::to_owned), None))
+}
+
+/// A stand-in for AWS that knows changetrail's service identity.
+pub async fn start_standin() -> aws_standin::RunningStandin {
+    let standin = aws_standin::Standin::new();
+    standin.add_identity(aws_standin::Identity {
+        access_key_id: SERVICE_ACCESS_KEY.into(),
+        secret_access_key: SERVICE_SECRET.into(),
+        arn: "arn:aws:sts::111111111111:assumed-role/changetrail/i-0123456789abcdef0".into(),
+        principal: SERVICE_PRINCIPAL.into(),
+    });
+    standin.start("127.0.0.1:0".parse().unwrap()).await.expect("start the AWS stand-in")
+}
+
 /// An organisation with an admin token, as a test sees it.
 pub struct TestOrg {
     pub id: Uuid,
@@ -94,13 +128,18 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// An app whose AWS endpoint is a closed port: for tests that make no AWS call.
     pub async fn spawn(backend: Backend) -> Option<TestApp> {
-        Self::spawn_with(backend, api::HttpSettings::default()).await
+        Self::spawn_with(backend, api::HttpSettings::default(), aws_access("http://127.0.0.1:9", None).await).await
     }
 
-    pub async fn spawn_with(backend: Backend, settings: api::HttpSettings) -> Option<TestApp> {
+    pub async fn spawn_with(
+        backend: Backend,
+        settings: api::HttpSettings,
+        aws: Arc<api::AwsAccess>,
+    ) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
-        let app = api::router(api::AppState { store: db.store.clone() }, &settings);
+        let app = api::router(api::AppState { store: db.store.clone(), aws }, &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum_serve(listener, app).await });

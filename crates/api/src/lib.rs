@@ -23,11 +23,37 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod setup;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub aws: Arc<AwsAccess>,
+}
+
+/// The service's AWS clients and its own identity, as trust policies name it.
+pub struct AwsAccess {
+    pub aws: aws::Aws,
+    configured_principal: Option<String>,
+    discovered_principal: tokio::sync::OnceCell<String>,
+    /// Where the operator published `templates/cloudformation.yaml`, for quick-create links.
+    pub cfn_template_url: Option<String>,
+}
+
+impl AwsAccess {
+    pub fn new(aws: aws::Aws, configured_principal: Option<String>, cfn_template_url: Option<String>) -> Self {
+        AwsAccess { aws, configured_principal, discovered_principal: tokio::sync::OnceCell::new(), cfn_template_url }
+    }
+
+    /// `CHANGETRAIL_AWS_PRINCIPAL_ARN`, or else what GetCallerIdentity says of the service's own
+    /// credentials (asked once, then remembered).
+    pub async fn principal(&self) -> Result<String, String> {
+        if let Some(principal) = &self.configured_principal {
+            return Ok(principal.clone());
+        }
+        self.discovered_principal.get_or_try_init(|| self.aws.own_principal()).await.cloned()
+    }
 }
 
 /// The HTTP knobs of the configuration.
@@ -57,6 +83,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::health::router())
         .merge(routes::tokens::router())
         .merge(routes::environments::router())
+        .merge(routes::connections::router())
         .split_for_parts()
 }
 

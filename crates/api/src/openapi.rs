@@ -19,6 +19,7 @@ use crate::error::{Problem, PROBLEM_CONTENT_TYPE};
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "tokens", description = "API tokens of your organisation"),
         (name = "environments", description = "The environments timelines are kept for"),
+        (name = "connections", description = "AWS accounts whose CloudTrail changes are imported"),
     ),
     components(schemas(Problem)),
     modifiers(&SecurityAndErrors)

@@ -30,6 +30,16 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "the first admin token of an empty database (at least 24 characters)",
     },
     Variable {
+        name: "CHANGETRAIL_AWS_PRINCIPAL_ARN",
+        default: "found with GetCallerIdentity",
+        meaning: "the identity customers' trust policies name (changetrail's own role or user)",
+    },
+    Variable {
+        name: "CHANGETRAIL_CFN_TEMPLATE_URL",
+        default: "none",
+        meaning: "where you published `crates/api/templates/cloudformation.yaml` in S3; enables the setup's quick-create link",
+    },
+    Variable {
         name: "CHANGETRAIL_CORS_ORIGINS",
         default: "none",
         meaning: "frontend origins allowed by CORS, comma-separated",
@@ -69,6 +79,8 @@ pub struct Config {
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub bootstrap_token: Option<String>,
+    pub aws_principal_arn: Option<String>,
+    pub cfn_template_url: Option<String>,
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
@@ -103,6 +115,8 @@ impl Config {
         let database_url = Some(parse("CHANGETRAIL_DATABASE_URL", "")).filter(|s| !s.is_empty());
         let data_dir = PathBuf::from(parse("CHANGETRAIL_DATA_DIR", "./data"));
         let bootstrap_token = Some(parse("CHANGETRAIL_BOOTSTRAP_TOKEN", "")).filter(|s| !s.is_empty());
+        let aws_principal_arn = Some(parse("CHANGETRAIL_AWS_PRINCIPAL_ARN", "")).filter(|s| !s.is_empty());
+        let cfn_template_url = Some(parse("CHANGETRAIL_CFN_TEMPLATE_URL", "")).filter(|s| !s.is_empty());
         let cors_text = parse("CHANGETRAIL_CORS_ORIGINS", "");
         let body_limit_text = parse("CHANGETRAIL_BODY_LIMIT", "1048576");
         let timeout_text = parse("CHANGETRAIL_REQUEST_TIMEOUT", "30s");
@@ -113,6 +127,18 @@ impl Config {
             errors.push(format!("CHANGETRAIL_LISTEN: {listen_text:?} is not an address like 127.0.0.1:8080"));
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
+        if let Some(arn) = &aws_principal_arn {
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" {
+                errors.push(format!("CHANGETRAIL_AWS_PRINCIPAL_ARN: {arn:?} is not an IAM ARN like arn:aws:iam::111111111111:role/changetrail"));
+            }
+        }
+        if let Some(url) = &cfn_template_url {
+            if !url.starts_with("https://") {
+                errors
+                    .push(format!("CHANGETRAIL_CFN_TEMPLATE_URL: {url:?} must be an https:// URL (an S3 object URL)"));
+            }
+        }
         let cors_origins = cors_text
             .split(',')
             .map(str::trim)
@@ -151,6 +177,8 @@ impl Config {
             database_url,
             data_dir,
             bootstrap_token,
+            aws_principal_arn,
+            cfn_template_url,
             cors_origins,
             body_limit_bytes,
             request_timeout,

@@ -1,6 +1,7 @@
 //! The `changetrail` binary's commands, as a library so tests can run them in-process.
 
 pub mod config;
+pub mod dev;
 
 use std::sync::Arc;
 
@@ -49,15 +50,31 @@ pub async fn bootstrap(store: &dyn Store, chosen_token: Option<&str>) -> anyhow:
     Ok(Bootstrap::Created { org_id: org.id, secret, chosen })
 }
 
+/// The service's AWS access, configured by aws-config from the environment. Its own identity is
+/// looked up now so a missing one is reported at start, not at an admin's first setup.
+pub async fn aws_access(config: &Config) -> Arc<api::AwsAccess> {
+    let aws = aws::Aws::from_env().await;
+    let access = Arc::new(api::AwsAccess::new(aws, config.aws_principal_arn.clone(), config.cfn_template_url.clone()));
+    match access.principal().await {
+        Ok(principal) => tracing::info!(%principal, "customers' trust policies will name this AWS principal"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "changetrail's own AWS identity is unknown: set AWS credentials or CHANGETRAIL_AWS_PRINCIPAL_ARN before connecting accounts"
+        ),
+    }
+    access
+}
+
 /// Runs the API until SIGTERM or SIGINT, then lets in-flight requests finish.
 pub async fn serve_api(
     config: &Config,
     store: Arc<dyn Store>,
+    aws: Arc<api::AwsAccess>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let app = api::router(api::AppState { store }, &config.http());
+    let app = api::router(api::AppState { store, aws }, &config.http());
     tracing::info!(address = %config.listen, "API listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the API server failed")
 }

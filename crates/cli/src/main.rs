@@ -2,7 +2,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use changetrail::config::Config;
-use changetrail::{bootstrap, init_logging, open_store, parse_scopes, serve_api, shutdown_signal, Bootstrap};
+use changetrail::{
+    aws_access, bootstrap, init_logging, open_store, parse_scopes, serve_api, shutdown_signal, Bootstrap,
+};
 use clap::{Parser, Subcommand};
 use domain::TokenSecret;
 use uuid::Uuid;
@@ -38,6 +40,20 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Tools for trying changetrail without AWS.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Serve a local stand-in for AWS STS and CloudTrail; point AWS_ENDPOINT_URL at it.
+    AwsStandin {
+        #[arg(long, default_value = "127.0.0.1:4566")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,24 +80,31 @@ enum TokenCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Openapi = cli.command {
-        println!("{}", api::openapi_document().to_pretty_json()?);
-        return Ok(());
+    match cli.command {
+        Command::Openapi => {
+            println!("{}", api::openapi_document().to_pretty_json()?);
+            return Ok(());
+        }
+        Command::Dev { command: DevCommand::AwsStandin { listen } } => {
+            return changetrail::dev::run_standin(listen).await
+        }
+        _ => {}
     }
     let config = Config::from_env()?;
     init_logging(&config);
     let store = open_store(&config).await?;
     match cli.command {
-        Command::Openapi => unreachable!("handled above"),
+        Command::Openapi | Command::Dev { .. } => unreachable!("handled above"),
         Command::Migrate => {
             println!("migrations applied");
             Ok(())
         }
         Command::Serve | Command::Api => {
             announce_bootstrap(bootstrap(store.as_ref(), config.bootstrap_token.as_deref()).await?, &config);
+            let aws = aws_access(&config).await;
             let worker = matches!(cli.command, Command::Serve)
                 .then(|| tokio::spawn(worker::run(store.clone(), shutdown_signal())));
-            serve_api(&config, store, shutdown_signal()).await?;
+            serve_api(&config, store, aws, shutdown_signal()).await?;
             if let Some(worker) = worker {
                 worker.await.context("the worker failed")?;
             }

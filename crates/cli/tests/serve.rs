@@ -19,6 +19,12 @@ async fn serve_on_a_fresh_machine_prints_a_working_admin_token() {
         .env("CHANGETRAIL_DATA_DIR", data.path().join("data"))
         .env("CHANGETRAIL_LISTEN", format!("127.0.0.1:{port}"))
         .env("CHANGETRAIL_LOG", "warn")
+        // No AWS here: a closed local endpoint, and never the instance metadata service.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE000000000")
+        .env("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,13 +1,27 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::validation::{self, Invalid};
 
 /// `[a-z0-9-]{1,63}`, not starting or ending with a hyphen: safe in URLs, log lines and labels.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct EnvironmentSlug(String);
+
+impl TryFrom<String> for EnvironmentSlug {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        EnvironmentSlug::parse("slug", &value).map_err(|e| format!("{value:?} is not a valid slug: {}", e.0[0].message))
+    }
+}
+
+impl From<EnvironmentSlug> for String {
+    fn from(slug: EnvironmentSlug) -> String {
+        slug.0
+    }
+}
 
 impl EnvironmentSlug {
     pub const MAX_CHARS: usize = 63;

@@ -1,6 +1,8 @@
 //! changetrail's domain: the types every other crate speaks, their validation, and the storage
 //! trait the backends implement. Nothing here knows HTTP or SQL.
 
+pub mod aws;
+pub mod connection;
 pub mod environment;
 pub mod organization;
 pub mod page;
@@ -9,6 +11,8 @@ pub mod time_util;
 pub mod token;
 pub mod validation;
 
+pub use aws::{ExternalId, RoleArn};
+pub use connection::{Connection, ConnectionSettings, ConnectionStatus, EnvironmentRule, RegisteredRole};
 pub use environment::{Environment, EnvironmentPatch, EnvironmentRef, EnvironmentSlug, NewEnvironment};
 pub use organization::Organization;
 pub use page::{Page, PageRequest};

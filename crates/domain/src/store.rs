@@ -4,6 +4,8 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::aws::ExternalId;
+use crate::connection::{Connection, ConnectionProblem, ConnectionSettings, RegisteredRole};
 use crate::environment::{Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment};
 use crate::organization::Organization;
 use crate::page::{Page, PageRequest};
@@ -55,4 +57,40 @@ pub trait Store: Send + Sync + 'static {
         patch: &EnvironmentPatch,
     ) -> StoreResult<Option<Environment>>;
     async fn delete_environment(&self, org_id: Uuid, env_id: Uuid) -> StoreResult<bool>;
+
+    async fn create_connection(
+        &self,
+        org_id: Uuid,
+        settings: &ConnectionSettings,
+        external_id: &ExternalId,
+    ) -> StoreResult<Connection>;
+    async fn list_connections(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Connection>>;
+    async fn get_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<Option<Connection>>;
+    /// Replaces the settings an admin chooses; never the external ID, role or status.
+    async fn update_connection_settings(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        settings: &ConnectionSettings,
+    ) -> StoreResult<Option<Connection>>;
+    /// Deletes the connection and the events it imported.
+    async fn delete_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool>;
+    /// Registers a validated role: the connection becomes active and its last error is cleared.
+    async fn register_role(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        role: &RegisteredRole,
+    ) -> StoreResult<Option<Connection>>;
+    /// Records why the role failed. With `mark_error` (a registered role stopped working) the
+    /// status becomes `error`; otherwise it stays as it is.
+    async fn record_connection_problem(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        problem: &ConnectionProblem,
+        mark_error: bool,
+    ) -> StoreResult<Option<Connection>>;
+    /// The organisation's connections whose registered role is in this account.
+    async fn connections_of_account(&self, org_id: Uuid, account_id: &str) -> StoreResult<Vec<Connection>>;
 }

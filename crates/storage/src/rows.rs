@@ -88,3 +88,71 @@ pub fn db_error(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
 pub fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
+
+#[derive(sqlx::FromRow)]
+pub struct ConnectionRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub regions: sqlx::types::Json<Vec<String>>,
+    pub default_environment: Option<String>,
+    pub environment_rules: sqlx::types::Json<Vec<domain::EnvironmentRule>>,
+    pub lookback_days: i32,
+    pub include_read_only: bool,
+    pub enabled: bool,
+    pub external_id: String,
+    pub status: String,
+    pub role_arn: Option<String>,
+    pub account_id: Option<String>,
+    pub assumed_role_arn: Option<String>,
+    pub validated_at: Option<i64>,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub const CONNECTION_COLUMNS: &str =
+    "id, org_id, name, regions, default_environment, environment_rules, lookback_days, \
+     include_read_only, enabled, external_id, status, role_arn, account_id, assumed_role_arn, validated_at, \
+     last_error_code, last_error_message, last_error_at, created_at, updated_at";
+
+impl TryFrom<ConnectionRow> for domain::Connection {
+    type Error = StoreError;
+
+    fn try_from(r: ConnectionRow) -> Result<Self, StoreError> {
+        let default_environment =
+            r.default_environment.map(|s| EnvironmentSlug::parse("default_environment", &s)).transpose().map_err(
+                |e| StoreError::Backend(format!("stored connection {} has an invalid default environment: {e}", r.id)),
+            )?;
+        let last_error = match (r.last_error_code, r.last_error_message, r.last_error_at) {
+            (Some(code), Some(message), Some(at)) => {
+                Some(domain::connection::ConnectionProblem { code, message, at: from_micros(at) })
+            }
+            _ => None,
+        };
+        Ok(domain::Connection {
+            id: r.id,
+            org_id: r.org_id,
+            settings: domain::ConnectionSettings {
+                name: r.name,
+                regions: r.regions.0,
+                default_environment,
+                environment_rules: r.environment_rules.0,
+                lookback_days: r.lookback_days.clamp(1, 90) as u16,
+                include_read_only: r.include_read_only,
+                enabled: r.enabled,
+            },
+            external_id: domain::ExternalId::from_stored(r.external_id),
+            status: domain::ConnectionStatus::from_stored(&r.status),
+            role_arn: r.role_arn,
+            account_id: r.account_id,
+            assumed_role_arn: r.assumed_role_arn,
+            validated_at: r.validated_at.map(from_micros),
+            last_error,
+            created_at: from_micros(r.created_at),
+            updated_at: from_micros(r.updated_at),
+        })
+    }
+}

@@ -1,5 +1,6 @@
 //! One module per resource, each exporting its router with its OpenAPI paths.
 
+pub mod connections;
 pub mod environments;
 pub mod health;
 pub mod tokens;

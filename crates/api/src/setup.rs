@@ -1,0 +1,84 @@
+//! The documents an admin needs to create a connection's role, rendered from the template files
+//! in `crates/api/templates/` (kept as real files so they can be linted and reviewed).
+
+use domain::Connection;
+use serde_json::{json, Value};
+
+pub const CLOUDFORMATION_TEMPLATE: &str = include_str!("../templates/cloudformation.yaml");
+pub const TERRAFORM_MODULE: &str = include_str!("../templates/main.tf");
+const EXTERNAL_ID_TOKEN: &str = "CHANGETRAIL_EXTERNAL_ID_VALUE";
+const PRINCIPAL_TOKEN: &str = "CHANGETRAIL_PRINCIPAL_ARN_VALUE";
+
+/// Everything filled in for one connection.
+pub struct SetupDocuments {
+    pub trust_policy: Value,
+    pub permissions_policy: Value,
+    pub cloudformation_template: String,
+    pub cloudformation_quick_create_url: Option<String>,
+    pub terraform: String,
+    pub aws_cli: String,
+}
+
+fn fill(template: &str, external_id: &str, principal: &str) -> String {
+    template.replace(EXTERNAL_ID_TOKEN, external_id).replace(PRINCIPAL_TOKEN, principal)
+}
+
+pub fn trust_policy(external_id: &str, principal: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
+        }]
+    })
+}
+
+/// Only what the import needs: every further action would have to earn its place.
+pub fn permissions_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "cloudtrail:LookupEvents", "Resource": "*"}]
+    })
+}
+
+/// `template_url` is where the operator published `cloudformation.yaml` (the console only
+/// quick-creates stacks from templates in S3); without it there is no quick-create link.
+pub fn render(connection: &Connection, principal: &str, template_url: Option<&str>) -> SetupDocuments {
+    let external_id = connection.external_id.as_str();
+    let region = connection.settings.regions.first().map(String::as_str).unwrap_or("us-east-1");
+    let stack = format!("changetrail-{}", connection.id.simple());
+    let quick_create = template_url.map(|url| {
+        let query = serde_html_form::to_string([
+            ("templateURL", url),
+            ("stackName", stack.as_str()),
+            ("param_ExternalId", external_id),
+            ("param_ServicePrincipalArn", principal),
+        ])
+        .unwrap_or_default();
+        format!("https://console.aws.amazon.com/cloudformation/home?region={region}#/stacks/quickcreate?{query}")
+    });
+    let aws_cli = format!(
+        "# 1. Save the template from this answer:\n\
+         curl -s -H \"Authorization: Bearer $CHANGETRAIL_TOKEN\" $CHANGETRAIL_URL/v1/connections/{id}/setup \\\n  | jq -r .cloudformation_template > changetrail-role.yaml\n\
+         # 2. Create the role in the account to connect:\n\
+         aws cloudformation deploy --region {region} --stack-name {stack} --template-file changetrail-role.yaml \\\n  \
+         --capabilities CAPABILITY_NAMED_IAM \\\n  --parameter-overrides ExternalId={external_id} ServicePrincipalArn={principal}\n\
+         # 3. Read the role's ARN:\n\
+         aws cloudformation describe-stacks --region {region} --stack-name {stack} \\\n  \
+         --query \"Stacks[0].Outputs[?OutputKey=='RoleArn'].OutputValue\" --output text\n\
+         # 4. Register it:\n\
+         curl -s -X PUT -H \"Authorization: Bearer $CHANGETRAIL_TOKEN\" -H 'Content-Type: application/json' \\\n  \
+         -d '{{\"role_arn\": \"ROLE_ARN_FROM_STEP_3\"}}' $CHANGETRAIL_URL/v1/connections/{id}/role\n",
+        id = connection.id,
+    );
+    SetupDocuments {
+        trust_policy: trust_policy(external_id, principal),
+        permissions_policy: permissions_policy(),
+        cloudformation_template: fill(CLOUDFORMATION_TEMPLATE, external_id, principal),
+        cloudformation_quick_create_url: quick_create,
+        terraform: fill(TERRAFORM_MODULE, external_id, principal),
+        aws_cli,
+    }
+}

@@ -1,0 +1,263 @@
+//! changetrail's access to AWS, only through the SDK's clients configured by `aws-config`: the
+//! standard credential chain, `AWS_REGION`, `AWS_ENDPOINT_URL` (per service too), retries and
+//! timeouts. Nothing here knows whether it talks to AWS or to a stand-in.
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use domain::RoleArn;
+
+pub use aws_sdk_cloudtrail;
+
+/// Every AWS call answers or fails within this, so no request hangs on AWS.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The service's own AWS identity and the clients built on it.
+#[derive(Clone)]
+pub struct Aws {
+    sdk: SdkConfig,
+    sts: aws_sdk_sts::Client,
+}
+
+/// Credentials of an assumed role. Never logged (the SDK's `Debug` redacts the secrets), never
+/// stored, never returned by the API.
+#[derive(Clone)]
+pub struct TemporaryCredentials {
+    pub credentials: Credentials,
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for TemporaryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporaryCredentials").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
+/// Why a role did not pass validation; each has the `code` of the API contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleCheckFailure {
+    AssumeRoleDenied(String),
+    IdentityMismatch { actual: String },
+    ExternalIdNotEnforced,
+    LookupDenied { region: String, message: String },
+    Unavailable(String),
+}
+
+impl RoleCheckFailure {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RoleCheckFailure::AssumeRoleDenied(_) => "assume_role_denied",
+            RoleCheckFailure::IdentityMismatch { .. } => "identity_mismatch",
+            RoleCheckFailure::ExternalIdNotEnforced => "external_id_not_enforced",
+            RoleCheckFailure::LookupDenied { .. } => "lookup_denied",
+            RoleCheckFailure::Unavailable(_) => "aws_unavailable",
+        }
+    }
+
+    /// What an admin should do about it.
+    pub fn detail(&self, role: &RoleArn, principal: &str) -> String {
+        match self {
+            RoleCheckFailure::AssumeRoleDenied(aws) => format!(
+                "AWS denied sts:AssumeRole on {role} with this connection's external ID ({aws}). Check that the role exists, \
+                 that its trust policy allows the principal {principal}, and that its condition requires sts:ExternalId \
+                 to equal this connection's external_id (GET /v1/connections/{{id}}/setup has the policy filled in)."
+            ),
+            RoleCheckFailure::IdentityMismatch { actual } => format!(
+                "AssumeRole succeeded, but GetCallerIdentity says the session is {actual}, which is not a session of {role}. \
+                 Register the ARN of the role you created."
+            ),
+            RoleCheckFailure::ExternalIdNotEnforced => format!(
+                "{role} can be assumed without the external ID: its trust policy lacks the condition \
+                 StringEquals sts:ExternalId. Anyone who learns the role's ARN could then read this account's events \
+                 from another changetrail organisation (the confused-deputy problem). Add the condition from the \
+                 setup's trust_policy and register the role again; it was not registered."
+            ),
+            RoleCheckFailure::LookupDenied { region, message } => format!(
+                "The role can be assumed, but cloudtrail:LookupEvents was denied in {region} ({message}). Attach the \
+                 setup's permissions_policy to {role} and register it again."
+            ),
+            RoleCheckFailure::Unavailable(message) => {
+                format!("AWS could not be reached or failed ({message}); nothing was registered. Try again shortly.")
+            }
+        }
+    }
+}
+
+/// A role that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedRole {
+    pub assumed_role_arn: String,
+}
+
+fn is_denied(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("AccessDenied") || c == "UnauthorizedOperation" || c == "NotAuthorized")
+}
+
+/// A short description of an SDK error for an admin: AWS's code and message, or what failed.
+fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(error: &SdkError<E, R>) -> String {
+    match error {
+        SdkError::ServiceError(e) => {
+            let err = e.err();
+            format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("no message"))
+        }
+        SdkError::TimeoutError(_) => "the call timed out".to_owned(),
+        SdkError::DispatchFailure(e) => {
+            if e.is_timeout() {
+                "the call timed out".to_owned()
+            } else {
+                "the endpoint could not be reached".to_owned()
+            }
+        }
+        SdkError::ResponseError(_) => "the answer could not be read".to_owned(),
+        other => format!("{other:?}").chars().take(200).collect(),
+    }
+}
+
+impl Aws {
+    /// The standard configuration: credentials chain, region and endpoints from the environment,
+    /// with changetrail's timeouts and retries.
+    pub async fn from_env() -> Aws {
+        Aws::from_loader(aws_config::defaults(BehaviorVersion::latest())).await
+    }
+
+    /// The same, from a loader a caller has adjusted (tests name their endpoint and credentials
+    /// explicitly, instead of through process-wide variables).
+    pub async fn from_loader(loader: aws_config::ConfigLoader) -> Aws {
+        let mut sdk = loader
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .load()
+            .await;
+        if sdk.region().is_none() {
+            // STS is global; a default keeps a machine without AWS_REGION working.
+            sdk = sdk.into_builder().region(Region::from_static("us-east-1")).build();
+        }
+        let sts = aws_sdk_sts::Client::new(&sdk);
+        Aws { sdk, sts }
+    }
+
+    /// The service's own identity as a trust policy names it (GetCallerIdentity; an assumed-role
+    /// session becomes its role).
+    pub async fn own_principal(&self) -> Result<String, String> {
+        let identity = self.sts.get_caller_identity().send().await.map_err(|e| describe(&e))?;
+        let arn = identity.arn().ok_or("GetCallerIdentity returned no ARN")?;
+        Ok(domain::aws::principal_from_caller_arn(arn))
+    }
+
+    /// AssumeRole on the service's own credentials.
+    pub async fn assume_role(
+        &self,
+        role: &RoleArn,
+        external_id: Option<&str>,
+        session_name: &str,
+        duration: Duration,
+    ) -> Result<(TemporaryCredentials, String), SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>> {
+        let output = self
+            .sts
+            .assume_role()
+            .role_arn(role.to_string())
+            .role_session_name(session_name)
+            .set_external_id(external_id.map(str::to_owned))
+            .duration_seconds(duration.as_secs().clamp(900, 43_200) as i32)
+            .send()
+            .await?;
+        let assumed_arn = output.assumed_role_user().map(|u| u.arn().to_owned()).unwrap_or_default();
+        let Some(c) = output.credentials() else {
+            return Err(SdkError::construction_failure("AssumeRole returned no credentials"));
+        };
+        let expires_at =
+            SystemTime::try_from(*c.expiration()).unwrap_or_else(|_| SystemTime::now() + Duration::from_secs(900));
+        let credentials = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            Some(expires_at),
+            "changetrail-assume-role",
+        );
+        Ok((TemporaryCredentials { credentials, expires_at }, assumed_arn))
+    }
+
+    /// STS on a role's temporary credentials.
+    fn sts_as(&self, credentials: &TemporaryCredentials) -> aws_sdk_sts::Client {
+        let config =
+            aws_sdk_sts::config::Builder::from(&self.sdk).credentials_provider(credentials.credentials.clone()).build();
+        aws_sdk_sts::Client::from_conf(config)
+    }
+
+    /// CloudTrail in one region on a role's temporary credentials.
+    pub fn cloudtrail_as(&self, credentials: &TemporaryCredentials, region: &str) -> aws_sdk_cloudtrail::Client {
+        let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
+            .credentials_provider(credentials.credentials.clone())
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_cloudtrail::Client::from_conf(config)
+    }
+
+    /// The checks of `PUT /v1/connections/{id}/role`, in the contract's order: AssumeRole with
+    /// the external ID; GetCallerIdentity names that role; AssumeRole without the external ID is
+    /// denied; one LookupEvents call is allowed.
+    pub async fn validate_role(
+        &self,
+        role: &RoleArn,
+        external_id: &str,
+        session_name: &str,
+        lookup_region: &str,
+    ) -> Result<ValidatedRole, RoleCheckFailure> {
+        let validation_session = Duration::from_secs(900);
+        let (credentials, _) =
+            self.assume_role(role, Some(external_id), session_name, validation_session).await.map_err(|e| {
+                let code = e.as_service_error().and_then(|s| s.code());
+                if is_denied(code) {
+                    RoleCheckFailure::AssumeRoleDenied(describe(&e))
+                } else {
+                    RoleCheckFailure::Unavailable(describe(&e))
+                }
+            })?;
+
+        let identity = self
+            .sts_as(&credentials)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| RoleCheckFailure::Unavailable(describe(&e)))?;
+        let actual = identity.arn().unwrap_or_default().to_owned();
+        if !role.is_session_of_this_role(&actual) {
+            return Err(RoleCheckFailure::IdentityMismatch { actual });
+        }
+
+        match self.assume_role(role, None, session_name, validation_session).await {
+            Ok(_) => return Err(RoleCheckFailure::ExternalIdNotEnforced),
+            Err(e) if is_denied(e.as_service_error().and_then(|s| s.code())) => {}
+            Err(e) => return Err(RoleCheckFailure::Unavailable(describe(&e))),
+        }
+
+        let lookup = self.cloudtrail_as(&credentials, lookup_region).lookup_events().max_results(1).send().await;
+        if let Err(e) = lookup {
+            let code = e.as_service_error().and_then(|s| s.code());
+            return Err(if is_denied(code) {
+                RoleCheckFailure::LookupDenied { region: lookup_region.to_owned(), message: describe(&e) }
+            } else {
+                RoleCheckFailure::Unavailable(describe(&e))
+            });
+        }
+        Ok(ValidatedRole { assumed_role_arn: actual })
+    }
+}
+
+/// The session name changetrail uses for a connection: recognisable in the customer's own
+/// CloudTrail, and within STS's 64 characters.
+pub fn session_name(connection_id: uuid::Uuid) -> String {
+    format!("changetrail-{}", connection_id.simple())
+}

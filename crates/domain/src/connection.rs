@@ -1,0 +1,204 @@
+//! AWS CloudTrail connections: which account and regions to import, under which generated
+//! external ID, and how imported events map to environments.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::aws::{partition_of_region, ExternalId, RoleArn};
+use crate::environment::EnvironmentSlug;
+use crate::validation::{self, Invalid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Created; waiting for an admin to create the role and register its ARN.
+    PendingRole,
+    /// The role is registered and validated; its regions are imported.
+    Active,
+    /// The registered role stopped working; `last_error` says why.
+    Error,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::PendingRole => "pending_role",
+            ConnectionStatus::Active => "active",
+            ConnectionStatus::Error => "error",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> ConnectionStatus {
+        match s {
+            "active" => ConnectionStatus::Active,
+            "error" => ConnectionStatus::Error,
+            _ => ConnectionStatus::PendingRole,
+        }
+    }
+}
+
+/// Links imported events to an environment when every condition given matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRule {
+    pub environment: EnvironmentSlug,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_sources: Option<Vec<String>>,
+    /// A glob over resource names and ARNs, e.g. `arn:aws:ecs:*:*:service/prod-*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_pattern: Option<String>,
+    /// A glob over the actor (user, role session), e.g. `deploy-bot*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_pattern: Option<String>,
+}
+
+/// Why a connection's role does not work, as shown to an admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionProblem {
+    pub code: String,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// What an admin chose; the rest of a connection is generated or found by validation.
+    pub settings: ConnectionSettings,
+    pub external_id: ExternalId,
+    pub status: ConnectionStatus,
+    pub role_arn: Option<String>,
+    pub account_id: Option<String>,
+    pub assumed_role_arn: Option<String>,
+    pub validated_at: Option<OffsetDateTime>,
+    pub last_error: Option<ConnectionProblem>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+pub const DEFAULT_LOOKBACK_DAYS: u16 = 7;
+/// LookupEvents keeps 90 days.
+pub const MAX_LOOKBACK_DAYS: u16 = 90;
+pub const MAX_RULES: usize = 100;
+
+/// The settings an admin chooses, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub name: String,
+    pub regions: Vec<String>,
+    pub default_environment: Option<EnvironmentSlug>,
+    pub environment_rules: Vec<EnvironmentRule>,
+    pub lookback_days: u16,
+    pub include_read_only: bool,
+    /// A disabled connection keeps its role and progress but is not imported.
+    pub enabled: bool,
+}
+
+pub fn parse_name(name: &str) -> Result<String, Invalid> {
+    validation::text("name", name, 200)
+}
+
+/// At least one region, each known, no duplicates (order kept).
+pub fn parse_regions(regions: &[String]) -> Result<Vec<String>, Invalid> {
+    let mut errors = Invalid::default();
+    if regions.is_empty() {
+        errors.push("regions", "give at least one region, e.g. [\"us-east-1\"] (IAM events are recorded there)");
+    }
+    let mut seen = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        if partition_of_region(region).is_none() {
+            errors.push(format!("regions[{i}]"), format!("{region:?} is not a known AWS region"));
+        } else if seen.contains(region) {
+            errors.push(format!("regions[{i}]"), format!("{region:?} is listed twice"));
+        } else {
+            seen.push(region.clone());
+        }
+    }
+    errors.into_result().map(|()| seen)
+}
+
+pub fn parse_lookback_days(days: Option<i64>) -> Result<u16, Invalid> {
+    match days {
+        None => Ok(DEFAULT_LOOKBACK_DAYS),
+        Some(d) if (1..=MAX_LOOKBACK_DAYS as i64).contains(&d) => Ok(d as u16),
+        Some(_) => Err(Invalid::one(
+            "lookback_days",
+            format!("must be between 1 and {MAX_LOOKBACK_DAYS} (LookupEvents keeps 90 days)"),
+        )),
+    }
+}
+
+/// Checks each rule's globs and region names; whether its environments exist is for the caller,
+/// which can ask storage.
+pub fn parse_rules(rules: Vec<EnvironmentRule>) -> Result<Vec<EnvironmentRule>, Invalid> {
+    let mut errors = Invalid::default();
+    if rules.len() > MAX_RULES {
+        errors.push("environment_rules", format!("at most {MAX_RULES} rules"));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        for (name, pattern) in [("resource_pattern", &rule.resource_pattern), ("actor_pattern", &rule.actor_pattern)] {
+            if let Some(pattern) = pattern {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    errors.push(
+                        format!("environment_rules[{i}].{name}"),
+                        format!("{pattern:?} is not a valid glob: {}", e.kind()),
+                    );
+                }
+            }
+        }
+        for (j, region) in rule.regions.iter().flatten().enumerate() {
+            if partition_of_region(region).is_none() {
+                errors.push(
+                    format!("environment_rules[{i}].regions[{j}]"),
+                    format!("{region:?} is not a known AWS region"),
+                );
+            }
+        }
+        for (j, source) in rule.event_sources.iter().flatten().enumerate() {
+            if source.is_empty() || source.len() > 256 || source.chars().any(char::is_whitespace) {
+                errors.push(
+                    format!("environment_rules[{i}].event_sources[{j}]"),
+                    "must be an event source like ec2.amazonaws.com",
+                );
+            }
+        }
+    }
+    errors.into_result().map(|()| rules)
+}
+
+impl Connection {
+    /// The environments the rules and default name, for checking that they exist.
+    pub fn referenced_environments(settings: &ConnectionSettings) -> Vec<(String, EnvironmentSlug)> {
+        let mut refs: Vec<(String, EnvironmentSlug)> =
+            settings.default_environment.iter().map(|slug| ("default_environment".to_owned(), slug.clone())).collect();
+        for (i, rule) in settings.environment_rules.iter().enumerate() {
+            refs.push((format!("environment_rules[{i}].environment"), rule.environment.clone()));
+        }
+        refs
+    }
+}
+
+/// Regions of a role must be in its partition: an aws-cn role cannot read us-east-1.
+pub fn check_regions_in_partition(role: &RoleArn, regions: &[String]) -> Result<(), Invalid> {
+    let mut errors = Invalid::default();
+    for (i, region) in regions.iter().enumerate() {
+        if partition_of_region(region) != Some(role.partition.as_str()) {
+            errors.push(format!("regions[{i}]"), format!("{region} is not in the role's partition {}", role.partition));
+        }
+    }
+    errors.into_result()
+}
+
+/// A role that passed validation, as it is registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredRole {
+    pub role_arn: String,
+    pub account_id: String,
+    pub assumed_role_arn: String,
+    pub validated_at: OffsetDateTime,
+}

@@ -89,6 +89,10 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     walk("PUT", "/v1/connections/{id}/role");
     assert_eq!(app.post(&format!("{conn}/validate"), bt, json!({})).await.0, 404);
     walk("POST", "/v1/connections/{id}/validate");
+    assert_eq!(app.get(&format!("{conn}/imports"), bt).await.0, 404);
+    walk("GET", "/v1/connections/{id}/imports");
+    assert_eq!(app.post(&format!("{conn}/sync"), bt, json!({})).await.0, 404);
+    walk("POST", "/v1/connections/{id}/sync");
     assert_eq!(app.call("DELETE", &conn, Some(bt), None).await.0, 404);
     walk("DELETE", "/v1/connections/{id}");
 

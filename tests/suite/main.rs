@@ -41,6 +41,7 @@ mod bad_input;
 mod conformance;
 mod connections;
 mod environments;
+mod importer;
 mod isolation;
 mod moto;
 mod project_files;

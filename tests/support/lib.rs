@@ -139,7 +139,10 @@ impl TestApp {
         aws: Arc<api::AwsAccess>,
     ) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
-        let app = api::router(api::AppState { store: db.store.clone(), aws }, &settings);
+        let app = api::router(
+            api::AppState { store: db.store.clone(), aws, import_overlap: std::time::Duration::from_secs(20 * 60) },
+            &settings,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum_serve(listener, app).await });
@@ -180,4 +183,122 @@ impl TestApp {
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
     let _ = axum::serve(listener, app).await;
+}
+
+/// The real CloudTrail records in `../shared/data/cloudtrail/` (MIT: invictus-ir/aws_dataset and
+/// OTRF/Security-Datasets), beside the repository as on every developer's machine and in CI.
+pub fn cloudtrail_records(set: &str) -> Vec<serde_json::Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cloudtrail").join(set);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!("the test data {} is missing ({e}); it lives in ../shared beside the repository", dir.display())
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut records = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(doc) if doc.get("Records").is_some() => {
+                records.extend(doc["Records"].as_array().unwrap().iter().cloned())
+            }
+            _ => {
+                records.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()))
+            }
+        }
+    }
+    records
+}
+
+/// The time a record places itself at (`eventTime`, or Logstash's `@timestamp`).
+pub fn record_time(record: &serde_json::Value) -> Option<time::OffsetDateTime> {
+    let text = record.get("eventTime").or(record.get("@timestamp"))?.as_str()?;
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Puts records into the stand-in's trail for `account`/`region`, moved so the newest ends at
+/// `newest_at`, visible after `lag`. Returns the EventIds an import of changes must store.
+pub fn seed(
+    standin: &aws_standin::Standin,
+    account: &str,
+    region: &str,
+    records: &[serde_json::Value],
+    newest_at: time::OffsetDateTime,
+    lag: impl Fn(usize) -> time::Duration,
+) -> Vec<String> {
+    let newest = records.iter().filter_map(record_time).max().expect("records with times");
+    let shift = newest_at - newest;
+    let mut expected = Vec::new();
+    let mut events = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let Some(event) = aws_standin::StandinEvent::from_record(record, shift, lag(i)) else { continue };
+        if record.get("readOnly").and_then(|v| v.as_bool()) != Some(true) {
+            expected.push(record["eventID"].as_str().expect("these records have IDs").to_owned());
+        }
+        events.push(event);
+    }
+    standin.add_events(account, region, events);
+    expected.sort();
+    expected.dedup();
+    expected
+}
+
+/// Runs the same query on whichever backend `url` names (for checks no API answers yet).
+macro_rules! on_pool {
+    ($url:expr, |$pool:ident| $body:expr) => {
+        if $url.starts_with("sqlite") {
+            let $pool = sqlx::SqlitePool::connect($url).await.expect("open the test database");
+            $body
+        } else {
+            let $pool = sqlx::PgPool::connect($url).await.expect("open the test database");
+            $body
+        }
+    };
+}
+
+/// The source keys of every CloudTrail event stored for an organisation, sorted; an event stored
+/// twice would appear twice.
+pub async fn stored_source_keys(url: &str, org_id: Uuid) -> Vec<String> {
+    let sql = "SELECT source_key FROM events WHERE org_id = $1 AND source = 'aws.cloudtrail' ORDER BY source_key";
+    let rows: Vec<(String,)> =
+        on_pool!(url, |pool| sqlx::query_as(sql).bind(org_id).fetch_all(&pool).await.expect("read events"));
+    rows.into_iter().map(|(k,)| k).collect()
+}
+
+/// How many events are linked to an environment.
+pub async fn linked_count(url: &str, environment_id: Uuid) -> i64 {
+    let sql = "SELECT COUNT(*) FROM event_environments WHERE environment_id = $1";
+    let (n,): (i64,) =
+        on_pool!(url, |pool| sqlx::query_as(sql).bind(environment_id).fetch_one(&pool).await.expect("count links"));
+    n
+}
+
+/// The problems of every flagged event of an organisation.
+pub async fn flagged_problems(url: &str, org_id: Uuid) -> Vec<String> {
+    let sql = "SELECT details FROM events WHERE org_id = $1";
+    let rows: Vec<(sqlx::types::Json<serde_json::Value>,)> =
+        on_pool!(url, |pool| sqlx::query_as(sql).bind(org_id).fetch_all(&pool).await.expect("read events"));
+    rows.into_iter()
+        .filter(|(d,)| d.0["flagged"] == serde_json::Value::Bool(true))
+        .map(|(d,)| {
+            d.0["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap_or("")).collect::<Vec<_>>().join("; ")
+        })
+        .collect()
+}
+
+/// EventIds of the change records that `seed` placed within `window` of `newest_at`.
+pub fn ids_newer_than(
+    records: &[serde_json::Value],
+    newest_at: time::OffsetDateTime,
+    window: time::Duration,
+) -> Vec<String> {
+    let newest = records.iter().filter_map(record_time).max().expect("records with times");
+    records
+        .iter()
+        .filter(|r| r.get("readOnly").and_then(|v| v.as_bool()) != Some(true))
+        .filter(|r| record_time(r).is_some_and(|t| t + (newest_at - newest) >= newest_at - window))
+        .filter_map(|r| r["eventID"].as_str().map(str::to_owned))
+        .collect()
 }

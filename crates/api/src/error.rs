@@ -121,7 +121,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::conflict(what),
-            StoreError::Backend(cause) => ApiError::internal(cause),
+            other => ApiError::internal(other),
         }
     }
 }

@@ -30,6 +30,9 @@ pub mod setup;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub aws: Arc<AwsAccess>,
+    /// The importer's re-scan overlap: a region's reported checkpoint is this far behind the
+    /// windows walked.
+    pub import_overlap: Duration,
 }
 
 /// The service's AWS clients and its own identity, as trust policies name it.

@@ -71,6 +71,16 @@ struct Inner {
     /// While set, every STS call fails with this HTTP status.
     sts_failure: Option<u16>,
     calls: Vec<Call>,
+    /// Events per (account, region), newest first.
+    events: HashMap<(String, String), Vec<StandinEvent>>,
+    page_tokens: HashMap<String, (String, Vec<serde_json::Value>)>,
+    /// LookupEvents calls allowed per second per account and region (AWS: 2); `None`: no limit.
+    lookup_rate_limit: Option<u32>,
+    recent_calls: HashMap<(String, String), std::collections::VecDeque<std::time::Instant>>,
+    /// The share of LookupEvents calls answered 500.
+    failure_rate: f64,
+    throttled: u64,
+    lookups_served: u64,
 }
 
 #[derive(Clone, Default)]
@@ -98,8 +108,11 @@ impl Drop for RunningStandin {
 }
 
 impl Standin {
+    /// A stand-in with AWS's limit of 2 LookupEvents calls per second per account and region.
     pub fn new() -> Standin {
-        Standin::default()
+        let standin = Standin::default();
+        standin.set_lookup_rate_limit(Some(2));
+        standin
     }
 
     pub fn add_identity(&self, identity: Identity) {
@@ -112,6 +125,37 @@ impl Standin {
 
     pub fn set_sts_failure(&self, status: Option<u16>) {
         self.inner.lock().unwrap().sts_failure = status;
+    }
+
+    /// Adds events to an account and region's trail.
+    pub fn add_events(&self, account: &str, region: &str, events: impl IntoIterator<Item = StandinEvent>) {
+        let mut inner = self.inner.lock().unwrap();
+        let trail = inner.events.entry((account.to_owned(), region.to_owned())).or_default();
+        trail.extend(events);
+        trail.sort_by(|a, b| b.time_seconds.total_cmp(&a.time_seconds));
+    }
+
+    /// Makes every event held back so far visible now: a late delivery.
+    pub fn deliver_all(&self) {
+        let now = OffsetDateTime::now_utc();
+        let mut inner = self.inner.lock().unwrap();
+        for event in inner.events.values_mut().flatten() {
+            event.visible_at = event.visible_at.min(now);
+        }
+    }
+
+    pub fn set_lookup_rate_limit(&self, per_second: Option<u32>) {
+        self.inner.lock().unwrap().lookup_rate_limit = per_second;
+    }
+
+    pub fn set_lookup_failure_rate(&self, rate: f64) {
+        self.inner.lock().unwrap().failure_rate = rate;
+    }
+
+    /// (LookupEvents calls answered with events, calls throttled).
+    pub fn lookup_counts(&self) -> (u64, u64) {
+        let inner = self.inner.lock().unwrap();
+        (inner.lookups_served, inner.throttled)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -338,7 +382,7 @@ fn cloudtrail(standin: &Standin, headers: &HeaderMap, target: &str, body: &[u8])
 }
 
 fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body: &[u8]) -> (u16, Response) {
-    let inner = standin.inner.lock().unwrap();
+    let mut inner = standin.inner.lock().unwrap();
     let Some(who) = caller(&inner, headers) else {
         return (
             400,
@@ -348,11 +392,13 @@ fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body:
     if action != "LookupEvents" {
         return (400, json_error(400, "UnknownOperationException", &format!("{action} is not served by the stand-in")));
     }
-    let (allowed, caller_arn) = match &who {
-        Caller::Identity(i) => (false, i.arn.clone()),
-        Caller::Session(s) => {
-            (inner.roles.get(&s.role_arn).is_some_and(|r| r.allow_lookup_events), s.assumed_role_arn.clone())
-        }
+    let (allowed, caller_arn, role_arn) = match &who {
+        Caller::Identity(i) => (false, i.arn.clone(), i.arn.clone()),
+        Caller::Session(s) => (
+            inner.roles.get(&s.role_arn).is_some_and(|r| r.allow_lookup_events),
+            s.assumed_role_arn.clone(),
+            s.role_arn.clone(),
+        ),
     };
     if !allowed {
         let message = format!(
@@ -360,14 +406,183 @@ fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body:
         );
         return (400, json_error(400, "AccessDeniedException", &message));
     }
-    let request: serde_json::Value = match serde_json::from_slice(body) {
+    let account = account_of(&role_arn);
+    let region = region_of(headers).unwrap_or_else(|| "us-east-1".to_owned());
+    let key = (account, region);
+
+    // AWS's limit: 2 calls per second per account and region, whoever calls.
+    if let Some(limit) = inner.lookup_rate_limit {
+        let now = std::time::Instant::now();
+        let recent = inner.recent_calls.entry(key.clone()).or_default();
+        while recent.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
+            recent.pop_front();
+        }
+        if recent.len() >= limit as usize {
+            inner.throttled += 1;
+            return (400, json_error(400, "ThrottlingException", "Rate exceeded"));
+        }
+        recent.push_back(now);
+    }
+    if inner.failure_rate > 0.0 && rand::thread_rng().gen_bool(inner.failure_rate.min(1.0)) {
+        return (500, json_error(500, "InternalFailure", "The stand-in failed on purpose."));
+    }
+
+    let request: LookupRequest = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return (400, json_error(400, "SerializationException", &e.to_string())),
     };
-    if let Some(max) = request.get("MaxResults").and_then(|m| m.as_i64()) {
-        if !(1..=50).contains(&max) {
-            return (400, json_error(400, "InvalidMaxResultsException", "MaxResults must be between 1 and 50"));
+    let max = request.max_results.unwrap_or(50);
+    if !(1..=50).contains(&max) {
+        return (400, json_error(400, "InvalidMaxResultsException", "MaxResults must be between 1 and 50"));
+    }
+    if request.lookup_attributes.len() > 1 {
+        return (
+            400,
+            json_error(400, "InvalidLookupAttributesException", "You can only specify one lookup attribute."),
+        );
+    }
+    if let (Some(start), Some(end)) = (request.start_time, request.end_time) {
+        if start > end {
+            return (400, json_error(400, "InvalidTimeRangeException", "StartTime must be before EndTime."));
         }
     }
-    (200, (StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], r#"{"Events":[]}"#).into_response())
+    // A NextToken is bound to the parameters of the walk it belongs to.
+    let fingerprint =
+        format!("{:?}|{:?}|{:?}|{:?}", key, request.start_time, request.end_time, request.lookup_attributes);
+    let remaining = match &request.next_token {
+        Some(token) => match inner.page_tokens.remove(token) {
+            Some((bound_to, remaining)) if bound_to == fingerprint => remaining,
+            _ => return (400, json_error(400, "InvalidNextTokenException", "Invalid NextToken.")),
+        },
+        None => {
+            let now = OffsetDateTime::now_utc();
+            let attribute = request.lookup_attributes.first();
+            inner
+                .events
+                .get(&key)
+                .map(|events| {
+                    events
+                        .iter()
+                        .filter(|e| e.visible_at <= now)
+                        .filter(|e| request.start_time.is_none_or(|s| e.time_seconds >= s))
+                        .filter(|e| request.end_time.is_none_or(|end| e.time_seconds <= end))
+                        .filter(|e| attribute.is_none_or(|a| e.matches(a)))
+                        .map(|e| e.api_event.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    };
+    let (page, rest) = remaining.split_at(remaining.len().min(max as usize));
+    let mut answer = serde_json::json!({ "Events": page });
+    if !rest.is_empty() {
+        let token = random_string(48, UPPER);
+        inner.page_tokens.insert(token.clone(), (fingerprint, rest.to_vec()));
+        answer["NextToken"] = serde_json::Value::String(token);
+    }
+    inner.lookups_served += 1;
+    (200, (StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], answer.to_string()).into_response())
+}
+
+fn region_of(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?;
+    Some(credential.split('/').nth(2)?.to_owned())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LookupRequest {
+    #[serde(default)]
+    lookup_attributes: Vec<LookupAttribute>,
+    start_time: Option<f64>,
+    end_time: Option<f64>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LookupAttribute {
+    attribute_key: String,
+    attribute_value: String,
+}
+
+/// An event as the stand-in keeps it: the API's shape, and when it becomes visible.
+#[derive(Debug, Clone)]
+pub struct StandinEvent {
+    pub time_seconds: f64,
+    pub visible_at: OffsetDateTime,
+    pub api_event: serde_json::Value,
+}
+
+impl StandinEvent {
+    fn matches(&self, attribute: &LookupAttribute) -> bool {
+        let field = |name: &str| self.api_event.get(name).and_then(|v| v.as_str());
+        let value = attribute.attribute_value.as_str();
+        match attribute.attribute_key.as_str() {
+            // A record without readOnly is served as a change.
+            "ReadOnly" => field("ReadOnly").unwrap_or("false") == value,
+            "EventId" => field("EventId") == Some(value),
+            "EventName" => field("EventName") == Some(value),
+            "EventSource" => field("EventSource") == Some(value),
+            "Username" => field("Username") == Some(value),
+            "AccessKeyId" => field("AccessKeyId") == Some(value),
+            "ResourceType" | "ResourceName" => {
+                let key = if attribute.attribute_key == "ResourceType" { "ResourceType" } else { "ResourceName" };
+                self.api_event["Resources"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r.get(key).and_then(|v| v.as_str()) == Some(value)))
+            }
+            _ => false,
+        }
+    }
+
+    /// Converts a CloudTrail trail record (the S3 delivery format) into the event `LookupEvents`
+    /// answers with, moved `shift` later in time. `None` for a record with no time at all.
+    pub fn from_record(record: &serde_json::Value, shift: time::Duration, lag: time::Duration) -> Option<StandinEvent> {
+        use time::format_description::well_known::Rfc3339;
+        let text =
+            |path: &[&str]| path.iter().try_fold(record, |v, k| v.get(k)).and_then(|v| v.as_str()).map(str::to_owned);
+        let recorded = text(&["eventTime"]);
+        let placed = recorded.clone().or_else(|| text(&["@timestamp"]))?;
+        let time = OffsetDateTime::parse(&placed, &Rfc3339).ok()? + shift;
+        let mut shifted = record.clone();
+        if recorded.is_some() {
+            shifted["eventTime"] = serde_json::Value::String(time.format(&Rfc3339).ok()?);
+        }
+        let username = match text(&["userIdentity", "type"]).as_deref() {
+            Some("AssumedRole") => text(&["userIdentity", "arn"]).and_then(|a| a.rsplit('/').next().map(str::to_owned)),
+            _ => text(&["userIdentity", "userName"]),
+        };
+        let resources: Vec<serde_json::Value> = record["resources"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|r| serde_json::json!({"ResourceType": r.get("type"), "ResourceName": r.get("ARN").or(r.get("arn"))}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seconds = time.unix_timestamp() as f64 + time.nanosecond() as f64 / 1e9;
+        let mut api_event = serde_json::json!({
+            "EventId": record.get("eventID"),
+            "EventName": record.get("eventName"),
+            "EventSource": record.get("eventSource"),
+            "Username": username,
+            "AccessKeyId": text(&["userIdentity", "accessKeyId"]),
+            "Resources": resources,
+            "CloudTrailEvent": shifted.to_string(),
+        });
+        // Records from a Logstash pipeline lost eventTime: the API event then has none either.
+        if recorded.is_some() {
+            api_event["EventTime"] = serde_json::json!(seconds);
+        }
+        if let Some(read_only) = record.get("readOnly").and_then(|v| v.as_bool()) {
+            api_event["ReadOnly"] = serde_json::Value::String(read_only.to_string());
+        }
+        let api_event = serde_json::Value::Object(
+            api_event.as_object()?.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        );
+        Some(StandinEvent { time_seconds: seconds, visible_at: time + lag, api_event })
+    }
 }

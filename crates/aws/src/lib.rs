@@ -95,12 +95,12 @@ pub struct ValidatedRole {
     pub assumed_role_arn: String,
 }
 
-fn is_denied(code: Option<&str>) -> bool {
+pub fn is_denied(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("AccessDenied") || c == "UnauthorizedOperation" || c == "NotAuthorized")
 }
 
 /// A short description of an SDK error for an admin: AWS's code and message, or what failed.
-fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(error: &SdkError<E, R>) -> String {
+pub fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(error: &SdkError<E, R>) -> String {
     match error {
         SdkError::ServiceError(e) => {
             let err = e.err();
@@ -205,6 +205,21 @@ impl Aws {
         aws_sdk_cloudtrail::Client::from_conf(config)
     }
 
+    /// CloudTrail for the importer: no SDK retries, because every call must first reserve a
+    /// slot of the account's shared budget; the importer retries itself.
+    pub fn cloudtrail_for_import(
+        &self,
+        credentials: &TemporaryCredentials,
+        region: &str,
+    ) -> aws_sdk_cloudtrail::Client {
+        let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
+            .credentials_provider(credentials.credentials.clone())
+            .region(Region::new(region.to_owned()))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_cloudtrail::Client::from_conf(config)
+    }
+
     /// The checks of `PUT /v1/connections/{id}/role`, in the contract's order: AssumeRole with
     /// the external ID; GetCallerIdentity names that role; AssumeRole without the external ID is
     /// denied; one LookupEvents call is allowed.
@@ -243,7 +258,14 @@ impl Aws {
             Err(e) => return Err(RoleCheckFailure::Unavailable(describe(&e))),
         }
 
-        let lookup = self.cloudtrail_as(&credentials, lookup_region).lookup_events().max_results(1).send().await;
+        // LookupEvents allows 2 calls per second per account and region, which an import may be
+        // using right now: this one call rides out throttling rather than fail the validation.
+        let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
+            .credentials_provider(credentials.credentials.clone())
+            .region(Region::new(lookup_region.to_owned()))
+            .retry_config(RetryConfig::standard().with_max_attempts(6).with_initial_backoff(Duration::from_millis(400)))
+            .build();
+        let lookup = aws_sdk_cloudtrail::Client::from_conf(config).lookup_events().max_results(1).send().await;
         if let Err(e) = lookup {
             let code = e.as_service_error().and_then(|s| s.code());
             return Err(if is_denied(code) {

@@ -39,6 +39,9 @@ pub const VARIABLES: &[Variable] = &[
         default: "none",
         meaning: "where you published `crates/api/templates/cloudformation.yaml` in S3; enables the setup's quick-create link",
     },
+    Variable { name: "CHANGETRAIL_IMPORT_INTERVAL", default: "5m", meaning: "how often each region is brought up to date" },
+    Variable { name: "CHANGETRAIL_IMPORT_OVERLAP", default: "20m", meaning: "how far behind its checkpoint each run re-scans (LookupEvents delivers late)" },
+    Variable { name: "CHANGETRAIL_WORKER_CONCURRENCY", default: "16", meaning: "account-regions one worker imports at once" },
     Variable {
         name: "CHANGETRAIL_CORS_ORIGINS",
         default: "none",
@@ -81,6 +84,7 @@ pub struct Config {
     pub bootstrap_token: Option<String>,
     pub aws_principal_arn: Option<String>,
     pub cfn_template_url: Option<String>,
+    pub import: worker::ImportSettings,
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
@@ -117,6 +121,9 @@ impl Config {
         let bootstrap_token = Some(parse("CHANGETRAIL_BOOTSTRAP_TOKEN", "")).filter(|s| !s.is_empty());
         let aws_principal_arn = Some(parse("CHANGETRAIL_AWS_PRINCIPAL_ARN", "")).filter(|s| !s.is_empty());
         let cfn_template_url = Some(parse("CHANGETRAIL_CFN_TEMPLATE_URL", "")).filter(|s| !s.is_empty());
+        let interval_text = parse("CHANGETRAIL_IMPORT_INTERVAL", "5m");
+        let overlap_text = parse("CHANGETRAIL_IMPORT_OVERLAP", "20m");
+        let concurrency_text = parse("CHANGETRAIL_WORKER_CONCURRENCY", "16");
         let cors_text = parse("CHANGETRAIL_CORS_ORIGINS", "");
         let body_limit_text = parse("CHANGETRAIL_BODY_LIMIT", "1048576");
         let timeout_text = parse("CHANGETRAIL_REQUEST_TIMEOUT", "30s");
@@ -161,6 +168,22 @@ impl Config {
             errors.push(format!("CHANGETRAIL_REQUEST_TIMEOUT: {timeout_text:?} is not a duration like 30s, 5m or 2h"));
             Duration::from_secs(30)
         });
+        let mut import = worker::ImportSettings::default();
+        match parse_duration(&interval_text) {
+            Some(d) if d >= Duration::from_secs(1) => import.interval = d,
+            _ => {
+                errors.push(format!("CHANGETRAIL_IMPORT_INTERVAL: {interval_text:?} is not a duration of at least 1s"))
+            }
+        }
+        match parse_duration(&overlap_text) {
+            Some(d) => import.overlap = d,
+            None => errors.push(format!("CHANGETRAIL_IMPORT_OVERLAP: {overlap_text:?} is not a duration like 20m")),
+        }
+        match concurrency_text.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => import.concurrency = n,
+            _ => errors
+                .push(format!("CHANGETRAIL_WORKER_CONCURRENCY: {concurrency_text:?} is not a number from 1 to 1024")),
+        }
         let log_format = match log_format_text.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -179,6 +202,7 @@ impl Config {
             bootstrap_token,
             aws_principal_arn,
             cfn_template_url,
+            import,
             cors_origins,
             body_limit_bytes,
             request_timeout,

@@ -74,7 +74,7 @@ pub async fn serve_api(
 ) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let app = api::router(api::AppState { store, aws }, &config.http());
+    let app = api::router(api::AppState { store, aws, import_overlap: config.import.overlap }, &config.http());
     tracing::info!(address = %config.listen, "API listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the API server failed")
 }
@@ -96,6 +96,18 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+/// Cancelled on SIGTERM or SIGINT: the API stops accepting, the worker finishes its pages.
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
 }
 
 /// Parses `read,write` and the like.

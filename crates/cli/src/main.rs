@@ -3,7 +3,7 @@ use std::io::Write;
 use anyhow::Context;
 use changetrail::config::Config;
 use changetrail::{
-    aws_access, bootstrap, init_logging, open_store, parse_scopes, serve_api, shutdown_signal, Bootstrap,
+    aws_access, bootstrap, init_logging, open_store, parse_scopes, serve_api, shutdown_token, Bootstrap,
 };
 use clap::{Parser, Subcommand};
 use domain::TokenSecret;
@@ -102,16 +102,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve | Command::Api => {
             announce_bootstrap(bootstrap(store.as_ref(), config.bootstrap_token.as_deref()).await?, &config);
             let aws = aws_access(&config).await;
-            let worker = matches!(cli.command, Command::Serve)
-                .then(|| tokio::spawn(worker::run(store.clone(), shutdown_signal())));
-            serve_api(&config, store, aws, shutdown_signal()).await?;
+            let shutdown = shutdown_token();
+            let worker = matches!(cli.command, Command::Serve).then(|| {
+                let importer = worker::Importer::new(store.clone(), aws.aws.clone(), config.import.clone());
+                tokio::spawn(importer.run(shutdown.clone()))
+            });
+            serve_api(&config, store, aws, shutdown.clone().cancelled_owned()).await?;
+            shutdown.cancel();
             if let Some(worker) = worker {
                 worker.await.context("the worker failed")?;
             }
             Ok(())
         }
         Command::Worker => {
-            worker::run(store, shutdown_signal()).await;
+            let aws = aws::Aws::from_env().await;
+            worker::Importer::new(store, aws, config.import.clone()).run(shutdown_token()).await;
             Ok(())
         }
         Command::Org { command: OrgCommand::Create { name } } => {

@@ -2,8 +2,12 @@
 //! trait the backends implement. Nothing here knows HTTP or SQL.
 
 pub mod aws;
+pub mod cloudtrail;
 pub mod connection;
 pub mod environment;
+pub mod event;
+pub mod import;
+pub mod linking;
 pub mod organization;
 pub mod page;
 pub mod store;

@@ -2,17 +2,23 @@
 //! one conformance suite holds both to the same behaviour.
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::aws::ExternalId;
 use crate::connection::{Connection, ConnectionProblem, ConnectionSettings, RegisteredRole};
 use crate::environment::{Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment};
+use crate::event::NewEvent;
+use crate::import::{ImportJob, Lease, PageProgress, RunOutcome};
 use crate::organization::Organization;
 use crate::page::{Page, PageRequest};
 use crate::token::{ApiToken, Scopes, TokenHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The worker's lease on an import job passed and another worker may hold it now.
+    #[error("the lease on this import job is lost")]
+    LeaseLost,
     /// A uniqueness rule was broken; the string names what already exists.
     #[error("{0}")]
     Conflict(String),
@@ -93,4 +99,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Connection>>;
     /// The organisation's connections whose registered role is in this account.
     async fn connections_of_account(&self, org_id: Uuid, account_id: &str) -> StoreResult<Vec<Connection>>;
+
+    /// Makes the lease table match an active connection's regions: a job for each new region
+    /// (starting `lookback_days` back), none for removed ones.
+    async fn sync_import_jobs(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<()>;
+    /// Leases up to `limit` due jobs of active, enabled connections until `lease_until`.
+    async fn claim_import_jobs(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<ImportJob>>;
+    /// Stores a page of events with their environment links and moves the job's progress, in one
+    /// transaction, if `lease` still holds. Returns how many events were new.
+    async fn save_import_page(&self, lease: &Lease, events: &[NewEvent], progress: &PageProgress) -> StoreResult<u64>;
+    /// Ends a run: frees the lease and schedules the next one.
+    async fn finish_import_run(&self, lease: &Lease, outcome: &RunOutcome) -> StoreResult<()>;
+    /// Frees every lease of a worker that is stopping, so others need not wait for them to pass.
+    async fn release_leases(&self, owner: &str) -> StoreResult<()>;
+    async fn list_import_jobs(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<Vec<ImportJob>>;
+    /// Makes a connection's jobs due now. False if the organisation has no such connection.
+    async fn request_import(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool>;
+    /// Reserves the next LookupEvents slot of an account and region, `interval` after the last
+    /// one reserved by anyone; returns when the caller may call.
+    async fn reserve_lookup_slot(
+        &self,
+        account_id: &str,
+        region: &str,
+        now: OffsetDateTime,
+        interval_micros: i64,
+    ) -> StoreResult<OffsetDateTime>;
 }

@@ -27,8 +27,10 @@ pub struct SqliteStore {
     pool: sqlx::SqlitePool,
 }
 
-sql_store!(PostgresStore);
-sql_store!(SqliteStore);
+// PostgreSQL skips jobs another worker is claiming; SQLite has one writer at a time, so the
+// conditional UPDATE is enough there.
+sql_store!(PostgresStore, sqlx::Postgres, "FOR UPDATE OF j SKIP LOCKED");
+sql_store!(SqliteStore, sqlx::Sqlite, "");
 
 /// Which backend a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -156,3 +156,57 @@ impl TryFrom<ConnectionRow> for domain::Connection {
         })
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub struct ImportJobRow {
+    pub connection_id: Uuid,
+    pub region: String,
+    pub org_id: Uuid,
+    pub account_id: String,
+    pub next_run_at: i64,
+    pub leased_until: Option<i64>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub scanned_until: i64,
+    pub window_start: Option<i64>,
+    pub window_end: Option<i64>,
+    pub next_token: Option<String>,
+    pub last_run_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub events_imported: i64,
+    pub events_flagged: i64,
+}
+
+pub const IMPORT_JOB_COLUMNS: &str =
+    "j.connection_id, j.region, j.org_id, j.account_id, j.next_run_at, j.leased_until, \
+     j.attempts, j.last_error, j.scanned_until, j.window_start, j.window_end, j.next_token, j.last_run_at, \
+     j.last_success_at, j.events_imported, j.events_flagged";
+
+impl From<ImportJobRow> for domain::import::ImportJob {
+    fn from(r: ImportJobRow) -> Self {
+        let walk = match (r.window_start, r.window_end) {
+            (Some(start), Some(end)) => Some(domain::import::Walk {
+                start: from_micros(start),
+                end: from_micros(end),
+                next_token: r.next_token,
+            }),
+            _ => None,
+        };
+        domain::import::ImportJob {
+            connection_id: r.connection_id,
+            region: r.region,
+            org_id: r.org_id,
+            account_id: r.account_id,
+            next_run_at: from_micros(r.next_run_at),
+            leased_until: r.leased_until.map(from_micros),
+            attempts: r.attempts.max(0) as u32,
+            last_error: r.last_error,
+            scanned_until: from_micros(r.scanned_until),
+            walk,
+            last_run_at: r.last_run_at.map(from_micros),
+            last_success_at: r.last_success_at.map(from_micros),
+            events_imported: r.events_imported,
+            events_flagged: r.events_flagged,
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! Anything a backend must do differently goes in that backend's own `impl` block, not here.
 
 macro_rules! sql_store {
-    ($store:ident) => {
+    ($store:ident, $db:ty, $claim_lock:literal) => {
         #[async_trait::async_trait]
         impl domain::Store for $store {
             async fn ping(&self) -> domain::store::StoreResult<()> {
@@ -407,6 +407,256 @@ macro_rules! sql_store {
                 .await
                 .map_err($crate::rows::backend)?;
                 rows.into_iter().map(domain::Connection::try_from).collect()
+            }
+
+            async fn sync_import_jobs(&self, org_id: uuid::Uuid, connection_id: uuid::Uuid) -> domain::store::StoreResult<()> {
+                use domain::time_util::{now, to_micros};
+                let Some(connection) = domain::Store::get_connection(self, org_id, connection_id).await? else { return Ok(()) };
+                let Some(account_id) = connection.account_id.clone() else { return Ok(()) };
+                let now = to_micros(now());
+                let start = now - i64::from(connection.settings.lookback_days) * 86_400_000_000;
+                let mut tx = self.pool.begin().await.map_err($crate::rows::backend)?;
+                let existing: Vec<(String,)> = sqlx::query_as("SELECT region FROM import_jobs WHERE connection_id = $1")
+                    .bind(connection_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err($crate::rows::backend)?;
+                for (region,) in existing.iter().filter(|(r,)| !connection.settings.regions.contains(r)) {
+                    sqlx::query("DELETE FROM import_jobs WHERE connection_id = $1 AND region = $2")
+                        .bind(connection_id)
+                        .bind(region)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::rows::backend)?;
+                }
+                for region in &connection.settings.regions {
+                    sqlx::query(
+                        "INSERT INTO import_jobs (connection_id, region, org_id, account_id, next_run_at, scanned_until)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (connection_id, region) DO UPDATE SET account_id = $4",
+                    )
+                    .bind(connection_id)
+                    .bind(region)
+                    .bind(org_id)
+                    .bind(&account_id)
+                    .bind(now)
+                    .bind(start)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::rows::backend)?;
+                }
+                tx.commit().await.map_err($crate::rows::backend)
+            }
+
+            async fn claim_import_jobs(
+                &self,
+                owner: &str,
+                now: time::OffsetDateTime,
+                lease_until: time::OffsetDateTime,
+                limit: u32,
+            ) -> domain::store::StoreResult<Vec<domain::import::ImportJob>> {
+                use domain::time_util::to_micros;
+                let sql = format!(
+                    "UPDATE import_jobs SET leased_until = $2, lease_owner = $3, last_run_at = $1
+                     WHERE (connection_id, region) IN (
+                         SELECT j.connection_id, j.region FROM import_jobs j JOIN connections c ON c.id = j.connection_id
+                         WHERE j.next_run_at <= $1 AND (j.leased_until IS NULL OR j.leased_until < $1)
+                           AND c.status = 'active' AND c.enabled
+                         ORDER BY j.next_run_at LIMIT $4 {})
+                       AND (leased_until IS NULL OR leased_until < $1 OR lease_owner = $3)
+                     RETURNING {}",
+                    $claim_lock,
+                    $crate::rows::IMPORT_JOB_COLUMNS.replace("j.", "")
+                );
+                let rows = sqlx::query_as::<_, $crate::rows::ImportJobRow>(&sql)
+                    .bind(to_micros(now))
+                    .bind(to_micros(lease_until))
+                    .bind(owner)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::rows::backend)?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn save_import_page(
+                &self,
+                lease: &domain::import::Lease,
+                events: &[domain::event::NewEvent],
+                progress: &domain::import::PageProgress,
+            ) -> domain::store::StoreResult<u64> {
+                use domain::time_util::to_micros;
+                let mut tx = self.pool.begin().await.map_err($crate::rows::backend)?;
+                let held: Option<(uuid::Uuid,)> = sqlx::query_as(
+                    "UPDATE import_jobs SET leased_until = $4 WHERE connection_id = $1 AND region = $2 AND lease_owner = $3
+                     RETURNING org_id",
+                )
+                .bind(lease.connection_id)
+                .bind(&lease.region)
+                .bind(&lease.owner)
+                .bind(to_micros(progress.lease_until))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err($crate::rows::backend)?;
+                let Some((org_id,)) = held else { return Err(domain::StoreError::LeaseLost) };
+
+                let mut inserted: Vec<(uuid::Uuid, String)> = Vec::new();
+                if !events.is_empty() {
+                    let now = to_micros(domain::time_util::now());
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor,
+                             read_only, resources, labels, links, details, original, created_at, updated_at) ",
+                    );
+                    insert.push_values(events, |mut row, e| {
+                        row.push_bind(uuid::Uuid::now_v7())
+                            .push_bind(org_id)
+                            .push_bind(e.kind.as_str())
+                            .push_bind(&e.source)
+                            .push_bind(&e.source_key)
+                            .push_bind(e.connection_id)
+                            .push_bind(to_micros(e.occurred_at))
+                            .push_bind(&e.title)
+                            .push_bind(&e.actor)
+                            .push_bind(e.read_only)
+                            .push_bind(sqlx::types::Json(&e.resources))
+                            .push_bind(sqlx::types::Json(&e.labels))
+                            .push_bind(sqlx::types::Json(&e.links))
+                            .push_bind(sqlx::types::Json(&e.details))
+                            .push_bind(e.original.as_ref().map(sqlx::types::Json))
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    insert.push(" ON CONFLICT (org_id, source, source_key) DO NOTHING RETURNING id, source_key");
+                    inserted = insert.build_query_as().fetch_all(&mut *tx).await.map_err($crate::rows::backend)?;
+                }
+                let new_events: Vec<(uuid::Uuid, &domain::event::NewEvent)> = inserted
+                    .iter()
+                    .filter_map(|(id, key)| events.iter().find(|e| &e.source_key == key).map(|e| (*id, e)))
+                    .collect();
+                let links: Vec<(uuid::Uuid, uuid::Uuid, &domain::event::NewEvent)> =
+                    new_events.iter().flat_map(|(id, e)| e.environment_ids.iter().map(move |env| (*env, *id, *e))).collect();
+                if !links.is_empty() {
+                    let mut link = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only) ",
+                    );
+                    link.push_values(&links, |mut row, (env, id, e)| {
+                        row.push_bind(*env).push_bind(to_micros(e.occurred_at)).push_bind(*id).push_bind(e.kind.as_str()).push_bind(e.read_only);
+                    });
+                    link.push(" ON CONFLICT DO NOTHING");
+                    link.build().execute(&mut *tx).await.map_err($crate::rows::backend)?;
+                }
+                let flagged = new_events.iter().filter(|(_, e)| e.details.get("flagged") == Some(&serde_json::Value::Bool(true))).count() as i64;
+                let (scanned, walk) = match &progress.continue_walk {
+                    Some(walk) => (None, Some(walk)),
+                    None => (Some(to_micros(progress.window_end)), None),
+                };
+                sqlx::query(
+                    "UPDATE import_jobs SET
+                         scanned_until = COALESCE($3, scanned_until),
+                         window_start = $4, window_end = $5, next_token = $6,
+                         events_imported = events_imported + $7, events_flagged = events_flagged + $8
+                     WHERE connection_id = $1 AND region = $2",
+                )
+                .bind(lease.connection_id)
+                .bind(&lease.region)
+                .bind(scanned)
+                .bind(walk.map(|w| to_micros(w.start)))
+                .bind(walk.map(|w| to_micros(w.end)))
+                .bind(walk.and_then(|w| w.next_token.clone()))
+                .bind(inserted.len() as i64)
+                .bind(flagged)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::backend)?;
+                tx.commit().await.map_err($crate::rows::backend)?;
+                Ok(inserted.len() as u64)
+            }
+
+            async fn finish_import_run(
+                &self,
+                lease: &domain::import::Lease,
+                outcome: &domain::import::RunOutcome,
+            ) -> domain::store::StoreResult<()> {
+                use domain::time_util::{now, to_micros};
+                sqlx::query(
+                    "UPDATE import_jobs SET leased_until = NULL, lease_owner = NULL, next_run_at = $4,
+                         attempts = CASE WHEN $5 THEN 0 ELSE attempts + 1 END,
+                         last_error = $6,
+                         last_success_at = CASE WHEN $5 THEN $7 ELSE last_success_at END
+                     WHERE connection_id = $1 AND region = $2 AND lease_owner = $3",
+                )
+                .bind(lease.connection_id)
+                .bind(&lease.region)
+                .bind(&lease.owner)
+                .bind(to_micros(outcome.next_run_at))
+                .bind(outcome.error.is_none())
+                .bind(outcome.error.as_deref())
+                .bind(to_micros(now()))
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err($crate::rows::backend)
+            }
+
+            async fn release_leases(&self, owner: &str) -> domain::store::StoreResult<()> {
+                sqlx::query("UPDATE import_jobs SET leased_until = NULL, lease_owner = NULL WHERE lease_owner = $1")
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err($crate::rows::backend)
+            }
+
+            async fn list_import_jobs(
+                &self,
+                org_id: uuid::Uuid,
+                connection_id: uuid::Uuid,
+            ) -> domain::store::StoreResult<Vec<domain::import::ImportJob>> {
+                let rows = sqlx::query_as::<_, $crate::rows::ImportJobRow>(&format!(
+                    "SELECT {} FROM import_jobs j WHERE j.org_id = $1 AND j.connection_id = $2 ORDER BY j.region",
+                    $crate::rows::IMPORT_JOB_COLUMNS
+                ))
+                .bind(org_id)
+                .bind(connection_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::rows::backend)?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn request_import(&self, org_id: uuid::Uuid, connection_id: uuid::Uuid) -> domain::store::StoreResult<bool> {
+                sqlx::query("UPDATE import_jobs SET next_run_at = $3 WHERE org_id = $1 AND connection_id = $2")
+                    .bind(org_id)
+                    .bind(connection_id)
+                    .bind(domain::time_util::to_micros(domain::time_util::now()))
+                    .execute(&self.pool)
+                    .await
+                    .map(|r| r.rows_affected() > 0)
+                    .map_err($crate::rows::backend)
+            }
+
+            async fn reserve_lookup_slot(
+                &self,
+                account_id: &str,
+                region: &str,
+                now: time::OffsetDateTime,
+                interval_micros: i64,
+            ) -> domain::store::StoreResult<time::OffsetDateTime> {
+                let (next,): (i64,) = sqlx::query_as(
+                    "INSERT INTO lookup_pacing (account_id, region, next_slot_at) VALUES ($1, $2, CAST($3 AS BIGINT) + CAST($4 AS BIGINT))
+                     ON CONFLICT (account_id, region) DO UPDATE SET next_slot_at =
+                         CASE WHEN lookup_pacing.next_slot_at > CAST($3 AS BIGINT) THEN lookup_pacing.next_slot_at
+                              ELSE CAST($3 AS BIGINT) END + CAST($4 AS BIGINT)
+                     RETURNING next_slot_at",
+                )
+                .bind(account_id)
+                .bind(region)
+                .bind(domain::time_util::to_micros(now))
+                .bind(interval_micros)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::rows::backend)?;
+                Ok(domain::time_util::from_micros(next - interval_micros))
             }
         }
     };

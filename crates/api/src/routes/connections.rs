@@ -22,6 +22,102 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_connection_setup))
         .routes(routes!(register_role))
         .routes(routes!(validate_connection))
+        .routes(routes!(list_connection_imports))
+        .routes(routes!(sync_connection))
+}
+
+/// The import of one region of a connection.
+#[derive(Serialize, ToSchema)]
+pub struct RegionImport {
+    pub region: String,
+    /// `scheduled`, `running`, `backfilling` or `failing`.
+    pub status: String,
+    /// Events up to this time are complete: the end of the last fully walked window, less the
+    /// re-scan overlap that catches late deliveries.
+    #[serde(with = "time::serde::rfc3339")]
+    pub checkpoint: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_run_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_run_at: OffsetDateTime,
+    pub events_imported: i64,
+    /// Records stored as they came because they could not be read in full.
+    pub events_flagged: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionImports {
+    pub items: Vec<RegionImport>,
+}
+
+/// Import progress per region.
+#[utoipa::path(get, path = "/v1/connections/{id}/imports", tag = "connections", operation_id = "list_connection_imports",
+    params(("id" = Uuid, Path, description = "The connection's id")), security(("bearer" = ["read"])),
+    responses((status = 200, body = ConnectionImports), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn list_connection_imports(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConnectionImports>> {
+    caller.require(Scope::Read)?;
+    let connection = find(&state, &caller, &id).await?;
+    let now = domain::time_util::now();
+    let overlap = state.import_overlap;
+    let items = state
+        .store
+        .list_import_jobs(caller.org_id, connection.id)
+        .await?
+        .into_iter()
+        .map(|job| {
+            let status = if job.leased_until.is_some_and(|t| t > now) {
+                "running"
+            } else if job.last_error.is_some() {
+                "failing"
+            } else if job.scanned_until < now - time::Duration::hours(1) {
+                "backfilling"
+            } else {
+                "scheduled"
+            };
+            RegionImport {
+                region: job.region,
+                status: status.to_owned(),
+                checkpoint: job.scanned_until - overlap,
+                last_run_at: job.last_run_at,
+                last_success_at: job.last_success_at,
+                next_run_at: job.next_run_at,
+                events_imported: job.events_imported,
+                events_flagged: job.events_flagged,
+                last_error: job.last_error,
+            }
+        })
+        .collect();
+    Ok(Json(ConnectionImports { items }))
+}
+
+/// Import now, without waiting for the schedule.
+#[utoipa::path(post, path = "/v1/connections/{id}/sync", tag = "connections", operation_id = "sync_connection",
+    params(("id" = Uuid, Path, description = "The connection's id")), security(("bearer" = ["admin"])),
+    responses((status = 202, description = "Every region is due now"), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not_active: register a working role first", body = Problem, content_type = "application/problem+json")))]
+async fn sync_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let connection = find(&state, &caller, &id).await?;
+    if connection.status != domain::ConnectionStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_active",
+            "only an active connection imports; register a working role first",
+        ));
+    }
+    state.store.request_import(caller.org_id, connection.id).await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -345,7 +441,11 @@ async fn update_connection(
         check_no_overlap(&state, &caller, existing.id, account_id, &settings.regions).await?;
     }
     let updated = state.store.update_connection_settings(caller.org_id, existing.id, &settings).await?;
-    Ok(Json(updated.ok_or_else(|| ApiError::not_found("connection"))?.into()))
+    let updated = updated.ok_or_else(|| ApiError::not_found("connection"))?;
+    if updated.account_id.is_some() {
+        state.store.sync_import_jobs(caller.org_id, updated.id).await?;
+    }
+    Ok(Json(updated.into()))
 }
 
 /// Delete a connection and the events it imported. Its role in AWS is left for you to delete.
@@ -485,6 +585,8 @@ async fn validate(
                 validated_at: domain::time_util::now(),
             };
             let updated = state.store.register_role(caller.org_id, connection.id, &registration).await?;
+            // Active now: each region gets its import job (a backfill of lookback_days first).
+            state.store.sync_import_jobs(caller.org_id, connection.id).await?;
             tracing::info!(connection = %connection.id, role = %role, "role registered");
             updated.ok_or_else(|| ApiError::not_found("connection"))
         }

@@ -1,0 +1,61 @@
+//! The importer's units of work: one per (connection, region), held in a lease table.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// One (connection, region) as the lease table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportJob {
+    pub connection_id: Uuid,
+    pub region: String,
+    pub org_id: Uuid,
+    pub account_id: String,
+    pub next_run_at: OffsetDateTime,
+    pub leased_until: Option<OffsetDateTime>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Every window up to this time has been walked to its last page.
+    pub scanned_until: OffsetDateTime,
+    /// The walk in progress: its fixed window and the token of its next page.
+    pub walk: Option<Walk>,
+    pub last_run_at: Option<OffsetDateTime>,
+    pub last_success_at: Option<OffsetDateTime>,
+    pub events_imported: i64,
+    pub events_flagged: i64,
+}
+
+/// A page walk: LookupEvents binds a NextToken to its window, so the window stays fixed until
+/// the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+    pub next_token: Option<String>,
+}
+
+/// What one stored page moves forward, written in the same transaction as its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageProgress {
+    /// `Some`: the walk goes on with this page next. `None`: the window is done and
+    /// `scanned_until` moves to its end.
+    pub continue_walk: Option<Walk>,
+    pub window_end: OffsetDateTime,
+    /// The lease is extended to this on every page.
+    pub lease_until: OffsetDateTime,
+}
+
+/// How a run ended, for the lease table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub next_run_at: OffsetDateTime,
+    /// `None` for a successful run.
+    pub error: Option<String>,
+}
+
+/// The identity of a job and of the worker holding its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub connection_id: Uuid,
+    pub region: String,
+    pub owner: String,
+}

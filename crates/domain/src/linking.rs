@@ -1,0 +1,136 @@
+//! Which environments an imported event belongs to, by its connection's rules. Pure: no I/O.
+
+use globset::{Glob, GlobMatcher};
+
+use crate::connection::EnvironmentRule;
+use crate::environment::EnvironmentSlug;
+
+/// What the rules look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFacts<'a> {
+    pub region: &'a str,
+    pub event_source: &'a str,
+    /// Resource names and ARNs.
+    pub resources: Vec<&'a str>,
+    pub actor: Option<&'a str>,
+}
+
+struct CompiledRule {
+    environment: EnvironmentSlug,
+    regions: Option<Vec<String>>,
+    event_sources: Option<Vec<String>>,
+    resource: Option<GlobMatcher>,
+    actor: Option<GlobMatcher>,
+}
+
+/// A connection's rules, compiled once and applied to many events.
+pub struct Linker {
+    rules: Vec<CompiledRule>,
+    default: Option<EnvironmentSlug>,
+}
+
+fn matcher(pattern: &Option<String>) -> Option<GlobMatcher> {
+    // Patterns are validated when rules are written; one that no longer compiles matches nothing.
+    pattern.as_ref().map(|p| {
+        Glob::new(p).map(|g| g.compile_matcher()).unwrap_or_else(|_| Glob::new("[]").unwrap().compile_matcher())
+    })
+}
+
+impl Linker {
+    pub fn new(rules: &[EnvironmentRule], default: Option<&EnvironmentSlug>) -> Linker {
+        let rules = rules
+            .iter()
+            .map(|r| CompiledRule {
+                environment: r.environment.clone(),
+                regions: r.regions.clone(),
+                event_sources: r.event_sources.clone(),
+                resource: matcher(&r.resource_pattern),
+                actor: matcher(&r.actor_pattern),
+            })
+            .collect();
+        Linker { rules, default: default.cloned() }
+    }
+
+    /// Every environment whose rule matches (each condition given must hold), sorted and
+    /// without duplicates; the default environment only when no rule matches.
+    pub fn environments(&self, facts: &LinkFacts<'_>) -> Vec<EnvironmentSlug> {
+        let mut matched: Vec<EnvironmentSlug> = self
+            .rules
+            .iter()
+            .filter(|rule| {
+                rule.regions.as_ref().is_none_or(|r| r.iter().any(|x| x == facts.region))
+                    && rule.event_sources.as_ref().is_none_or(|s| s.iter().any(|x| x == facts.event_source))
+                    && rule.resource.as_ref().is_none_or(|m| facts.resources.iter().any(|r| m.is_match(r)))
+                    && rule.actor.as_ref().is_none_or(|m| facts.actor.is_some_and(|a| m.is_match(a)))
+            })
+            .map(|rule| rule.environment.clone())
+            .collect();
+        matched.sort();
+        matched.dedup();
+        if matched.is_empty() {
+            matched.extend(self.default.clone());
+        }
+        matched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slug(s: &str) -> EnvironmentSlug {
+        EnvironmentSlug::parse("slug", s).unwrap()
+    }
+
+    fn rule(env: &str) -> EnvironmentRule {
+        EnvironmentRule {
+            environment: slug(env),
+            regions: None,
+            event_sources: None,
+            resource_pattern: None,
+            actor_pattern: None,
+        }
+    }
+
+    #[test]
+    fn every_condition_of_a_rule_must_hold() {
+        let rules = vec![
+            EnvironmentRule {
+                regions: Some(vec!["eu-west-1".into()]),
+                event_sources: Some(vec!["ec2.amazonaws.com".into()]),
+                ..rule("prod-eu")
+            },
+            EnvironmentRule { resource_pattern: Some("*staging*".into()), ..rule("staging") },
+            EnvironmentRule { actor_pattern: Some("deploy-*".into()), ..rule("deploys") },
+        ];
+        let linker = Linker::new(&rules, Some(&slug("unsorted")));
+        let ec2_eu = LinkFacts {
+            region: "eu-west-1",
+            event_source: "ec2.amazonaws.com",
+            resources: vec!["sg-1"],
+            actor: Some("alice"),
+        };
+        assert_eq!(linker.environments(&ec2_eu), [slug("prod-eu")]);
+        let ec2_us = LinkFacts { region: "us-east-1", ..ec2_eu.clone() };
+        assert_eq!(linker.environments(&ec2_us), [slug("unsorted")], "region condition fails: default");
+        let staging_by_bot = LinkFacts {
+            region: "eu-west-1",
+            event_source: "ec2.amazonaws.com",
+            resources: vec!["arn:aws:ecs:x:service/staging-api"],
+            actor: Some("deploy-bot"),
+        };
+        assert_eq!(
+            linker.environments(&staging_by_bot),
+            [slug("deploys"), slug("prod-eu"), slug("staging")],
+            "an event may belong to several"
+        );
+        let no_actor = LinkFacts { actor: None, resources: vec![], ..ec2_us };
+        assert_eq!(linker.environments(&no_actor), [slug("unsorted")]);
+    }
+
+    #[test]
+    fn no_rules_and_no_default_links_nowhere() {
+        let linker = Linker::new(&[], None);
+        assert!(linker.environments(&LinkFacts::default()).is_empty());
+    }
+}

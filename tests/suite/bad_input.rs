@@ -10,6 +10,7 @@ on_both_backends!(
     oversized_bodies_are_413,
     bad_query_parameters,
     unknown_routes_and_methods_are_problems,
+    timeline_parameters_are_checked,
     hostile_input_never_gets_a_500,
     health_docs_and_metrics,
 );
@@ -225,4 +226,30 @@ async fn health_docs_and_metrics(backend: Backend) {
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#), "{metrics}");
     assert!(metrics.contains("http_request_duration_seconds_bucket"), "latencies are histograms");
+}
+
+async fn timeline_parameters_are_checked(backend: Backend) {
+    let app = app_or_skip!(backend, "timeline_parameters_are_checked");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    let (_, prod) = app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    app.post("/v1/environments", t, json!({"name": "staging"})).await;
+    let base = "/v1/environments/prod/timeline";
+    let (s, p) = app.get(&format!("{base}?since=2026-11-20T10:00:00Z&until=2026-11-20T09:00:00Z"), t).await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("since")), "{p}");
+    let (s, p) = app.get(&format!("{base}?since=yesterday"), t).await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("since")), "{p}");
+    for limit in ["0", "501"] {
+        assert_eq!(app.get(&format!("{base}?limit={limit}"), t).await.0, 422);
+    }
+    let (s, p) = app.get(&format!("{base}?kind=incident"), t).await;
+    assert_eq!((s, p["code"].as_str()), (422, Some("validation_failed")), "{p}");
+    let prod_id: uuid::Uuid = prod["id"].as_str().unwrap().parse().unwrap();
+    let prod_cursor = domain::timeline::encode_cursor(prod_id, domain::time_util::now(), uuid::Uuid::now_v7());
+    let (s, p) = app.get(&format!("/v1/environments/staging/timeline?cursor={prod_cursor}"), t).await;
+    assert_eq!((s, p["code"].as_str()), (400, Some("invalid_cursor")), "another environment's cursor: {p}");
+    let (s, p) = app.get(&format!("{base}?cursor=dGwuZ2FyYmFnZQ"), t).await;
+    assert_eq!((s, p["code"].as_str()), (400, Some("invalid_cursor")), "a tampered cursor: {p}");
+    let (s, p) = app.get(&format!("{base}?cursor={prod_cursor}"), t).await;
+    assert_eq!((s, p["items"].as_array().map(Vec::len)), (200, Some(0)), "{p}");
 }

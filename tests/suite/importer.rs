@@ -16,6 +16,7 @@ on_both_backends!(
     malformed_records_are_kept_flagged_and_do_not_stop_the_batch,
     a_restarted_import_resumes_and_stores_each_event_once,
     a_denied_role_marks_the_connection_and_is_retried_slowly,
+    three_workers_share_the_regions_and_take_over_a_dead_ones,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -132,6 +133,39 @@ async fn backfill_stores_exactly_the_changes_despite_failures_and_throttling(bac
     assert_eq!(imports["items"][0]["events_flagged"], 0);
     let linked = test_support::linked_count(&s.app.db.url, s.environment_id).await;
     assert_eq!(linked, 574, "every event linked to the default environment");
+
+    // Read back as the timeline, newest first, across pages.
+    let since = (now - time::Duration::hours(3)).format(&time::format_description::well_known::Rfc3339).unwrap();
+    let mut path = format!("/v1/environments/production/timeline?limit=100&since={since}");
+    let (mut seen, mut previous) = (Vec::new(), None);
+    loop {
+        let (status, page) = s.app.get(&path, &s.token).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            let at = OffsetDateTime::parse(
+                item["occurred_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert!(previous.is_none_or(|p| p >= at), "newest first");
+            previous = Some(at);
+            assert_eq!(item["kind"], "cloudtrail");
+            assert_eq!(item["environments"], json!(["production"]));
+            assert_eq!(item["details"]["read_only"], false);
+            assert!(!item["title"].as_str().unwrap().is_empty());
+            seen.push(item["details"]["event_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/v1/environments/production/timeline?limit=100&since={since}&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, expected, "the timeline pages yield every change exactly once");
+    let (status, p) = s.app.get("/v1/environments/production/timeline?kind=deploy&kind=nope", &s.token).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("kind[1]")), "{p}");
 }
 
 async fn late_deliveries_are_imported_by_the_next_run(backend: Backend) {
@@ -254,4 +288,63 @@ async fn a_denied_role_marks_the_connection_and_is_retried_slowly(backend: Backe
     let job = s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap().remove(0);
     assert!(job.next_run_at > OffsetDateTime::now_utc() + time::Duration::minutes(10), "retried slowly, not spinning");
     assert_eq!(importer.run_due_jobs_once().await, 0, "an errored connection is not claimed");
+}
+
+async fn three_workers_share_the_regions_and_take_over_a_dead_ones(backend: Backend) {
+    let s = setup_or_skip!(backend, "three_workers_share_the_regions_and_take_over_a_dead_ones");
+    let regions = ["us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-2"];
+    let path = format!("/v1/connections/{}", s.connection_id);
+    let (status, c) = s.app.call("PATCH", &path, Some(&s.token), Some(json!({"regions": regions}))).await;
+    assert_eq!(status, 200, "{c}");
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let now = OffsetDateTime::now_utc();
+    let mut expected = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let slice: Vec<_> = records.iter().skip(i * 480).take(480).cloned().collect();
+        expected.extend(test_support::seed(
+            &s.standin.standin,
+            ACCOUNT,
+            region,
+            &slice,
+            now - time::Duration::minutes(10),
+            |_| time::Duration::ZERO,
+        ));
+    }
+    expected.sort();
+
+    // A worker that claimed two regions and died: its leases pass after 2 seconds.
+    let store = s.app.db.store.clone();
+    let dead = store.claim_import_jobs("dead-worker", now, now + time::Duration::seconds(2), 2).await.unwrap();
+    assert_eq!(dead.len(), 2);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let settings = ImportSettings { concurrency: 2, lease: Duration::from_secs(5), ..test_settings() };
+    let workers: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(Importer::new(store.clone(), s.aws.clone(), settings.clone()).run(shutdown.clone())))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = store.list_import_jobs(s.org_id, s.connection_id).await.unwrap();
+        if jobs.len() == regions.len() && jobs.iter().all(|j| j.scanned_until >= now && j.walk.is_none()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every region finished: {jobs:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(stored(&s).await, expected, "every region imported, each event once");
+
+    let lookups = s.standin.standin.lookups();
+    let workers_seen: BTreeSet<&str> = lookups.iter().map(|l| l.access_key_id.as_str()).collect();
+    assert!(workers_seen.len() >= 2, "the work was shared");
+    let mut first_pages = BTreeSet::new();
+    for l in lookups.iter().filter(|l| !l.with_token) {
+        let window = (l.region.clone(), l.start_time.map(f64::to_bits), l.end_time.map(f64::to_bits));
+        assert!(first_pages.insert(window.clone()), "window {window:?} was walked twice");
+    }
+    let jobs = store.list_import_jobs(s.org_id, s.connection_id).await.unwrap();
+    assert!(jobs.iter().all(|j| j.leased_until.is_none()), "stopped workers freed their leases");
 }

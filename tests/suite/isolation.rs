@@ -68,6 +68,8 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
         assert_eq!(problem["detail"], missing_problem["detail"], "nothing tells A's resource from a missing one");
     }
     walk("GET", "/v1/environments/{env}");
+    assert_eq!(app.get(&format!("/v1/environments/{a_env_id}/timeline"), bt).await.0, 404);
+    walk("GET", "/v1/environments/{env}/timeline");
 
     let (status, _) =
         app.call("PATCH", &format!("/v1/environments/{a_env_id}"), Some(bt), Some(json!({"name": "mine now"}))).await;

@@ -87,6 +87,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::tokens::router())
         .merge(routes::environments::router())
         .merge(routes::connections::router())
+        .merge(routes::timeline::router())
         .split_for_parts()
 }
 

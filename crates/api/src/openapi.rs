@@ -20,6 +20,7 @@ use crate::error::{Problem, PROBLEM_CONTENT_TYPE};
         (name = "tokens", description = "API tokens of your organisation"),
         (name = "environments", description = "The environments timelines are kept for"),
         (name = "connections", description = "AWS accounts whose CloudTrail changes are imported"),
+        (name = "timeline", description = "What changed, per environment"),
     ),
     components(schemas(Problem)),
     modifiers(&SecurityAndErrors)

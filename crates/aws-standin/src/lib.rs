@@ -63,8 +63,19 @@ pub struct Call {
     pub status: u16,
 }
 
+/// One LookupEvents call answered with events, for tests to inspect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupCall {
+    pub access_key_id: String,
+    pub region: String,
+    pub start_time: Option<f64>,
+    pub end_time: Option<f64>,
+    pub with_token: bool,
+}
+
 #[derive(Default)]
 struct Inner {
+    lookups: Vec<LookupCall>,
     identities: HashMap<String, Identity>,
     sessions: HashMap<String, Session>,
     roles: HashMap<String, RoleSpec>,
@@ -156,6 +167,10 @@ impl Standin {
     pub fn lookup_counts(&self) -> (u64, u64) {
         let inner = self.inner.lock().unwrap();
         (inner.lookups_served, inner.throttled)
+    }
+
+    pub fn lookups(&self) -> Vec<LookupCall> {
+        self.inner.lock().unwrap().lookups.clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -481,6 +496,13 @@ fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body:
         answer["NextToken"] = serde_json::Value::String(token);
     }
     inner.lookups_served += 1;
+    inner.lookups.push(LookupCall {
+        access_key_id: access_key_of(headers).unwrap_or_default(),
+        region: key.1.clone(),
+        start_time: request.start_time,
+        end_time: request.end_time,
+        with_token: request.next_token.is_some(),
+    });
     (200, (StatusCode::OK, [("content-type", "application/x-amz-json-1.1")], answer.to_string()).into_response())
 }
 

@@ -41,6 +41,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable { name: "CHANGETRAIL_IMPORT_INTERVAL", default: "5m", meaning: "how often each region is brought up to date" },
     Variable { name: "CHANGETRAIL_IMPORT_OVERLAP", default: "20m", meaning: "how far behind its checkpoint each run re-scans (LookupEvents delivers late)" },
+    Variable { name: "CHANGETRAIL_IMPORT_LEASE", default: "60s", meaning: "how long a dead worker's regions stay claimed before another worker takes them" },
     Variable { name: "CHANGETRAIL_WORKER_CONCURRENCY", default: "16", meaning: "account-regions one worker imports at once" },
     Variable {
         name: "CHANGETRAIL_CORS_ORIGINS",
@@ -124,6 +125,7 @@ impl Config {
         let interval_text = parse("CHANGETRAIL_IMPORT_INTERVAL", "5m");
         let overlap_text = parse("CHANGETRAIL_IMPORT_OVERLAP", "20m");
         let concurrency_text = parse("CHANGETRAIL_WORKER_CONCURRENCY", "16");
+        let lease_text = parse("CHANGETRAIL_IMPORT_LEASE", "60s");
         let cors_text = parse("CHANGETRAIL_CORS_ORIGINS", "");
         let body_limit_text = parse("CHANGETRAIL_BODY_LIMIT", "1048576");
         let timeout_text = parse("CHANGETRAIL_REQUEST_TIMEOUT", "30s");
@@ -178,6 +180,10 @@ impl Config {
         match parse_duration(&overlap_text) {
             Some(d) => import.overlap = d,
             None => errors.push(format!("CHANGETRAIL_IMPORT_OVERLAP: {overlap_text:?} is not a duration like 20m")),
+        }
+        match parse_duration(&lease_text) {
+            Some(d) if d >= Duration::from_secs(1) => import.lease = d,
+            _ => errors.push(format!("CHANGETRAIL_IMPORT_LEASE: {lease_text:?} is not a duration of at least 1s")),
         }
         match concurrency_text.parse::<usize>() {
             Ok(n) if (1..=1024).contains(&n) => import.concurrency = n,

@@ -12,6 +12,7 @@ pub mod organization;
 pub mod page;
 pub mod store;
 pub mod time_util;
+pub mod timeline;
 pub mod token;
 pub mod validation;
 

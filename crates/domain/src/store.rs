@@ -130,4 +130,13 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         interval_micros: i64,
     ) -> StoreResult<OffsetDateTime>;
+
+    /// One page of an environment's timeline. The caller has checked that the environment is
+    /// the organisation's; the organisation is checked again here.
+    async fn timeline(
+        &self,
+        org_id: Uuid,
+        environment_id: Uuid,
+        query: &crate::timeline::TimelineQuery,
+    ) -> StoreResult<Vec<crate::timeline::TimelineItem>>;
 }

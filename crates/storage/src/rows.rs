@@ -210,3 +210,37 @@ impl From<ImportJobRow> for domain::import::ImportJob {
         }
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub struct TimelineRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub source: String,
+    pub occurred_at: i64,
+    pub title: String,
+    pub actor: Option<String>,
+    pub read_only: bool,
+    pub resources: sqlx::types::Json<Vec<domain::event::Resource>>,
+    pub labels: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+    pub links: sqlx::types::Json<Vec<domain::event::Link>>,
+    pub details: sqlx::types::Json<serde_json::Value>,
+}
+
+impl TimelineRow {
+    pub fn into_item(self, environments: Vec<String>) -> domain::timeline::TimelineItem {
+        domain::timeline::TimelineItem {
+            id: self.id,
+            kind: domain::event::EventKind::parse(&self.kind).unwrap_or(domain::event::EventKind::Custom),
+            source: self.source,
+            occurred_at: from_micros(self.occurred_at),
+            title: self.title,
+            actor: self.actor,
+            read_only: self.read_only,
+            environments,
+            resources: self.resources.0,
+            labels: self.labels.0,
+            links: self.links.0,
+            details: self.details.0,
+        }
+    }
+}

@@ -658,6 +658,65 @@ macro_rules! sql_store {
                 .map_err($crate::rows::backend)?;
                 Ok(domain::time_util::from_micros(next - interval_micros))
             }
+
+            async fn timeline(
+                &self,
+                org_id: uuid::Uuid,
+                environment_id: uuid::Uuid,
+                query: &domain::timeline::TimelineQuery,
+            ) -> domain::store::StoreResult<Vec<domain::timeline::TimelineItem>> {
+                use domain::time_util::to_micros;
+                // Every condition is on the link table's key or its copied columns, so the page
+                // is a backward range scan of (environment_id, occurred_at, event_id).
+                let mut sql = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels,
+                         e.links, e.details
+                     FROM event_environments l JOIN events e ON e.id = l.event_id
+                     WHERE l.environment_id = ",
+                );
+                sql.push_bind(environment_id);
+                sql.push(" AND e.org_id = ").push_bind(org_id);
+                sql.push(" AND l.occurred_at >= ").push_bind(to_micros(query.since));
+                sql.push(" AND l.occurred_at <= ").push_bind(to_micros(query.until));
+                if let Some((at, id)) = query.after {
+                    sql.push(" AND (l.occurred_at < ").push_bind(to_micros(at));
+                    sql.push(" OR (l.occurred_at = ").push_bind(to_micros(at));
+                    sql.push(" AND l.event_id < ").push_bind(id).push("))");
+                }
+                if !query.include_read_only {
+                    sql.push(" AND l.read_only = ").push_bind(false);
+                }
+                if !query.kinds.is_empty() {
+                    sql.push(" AND l.kind IN (");
+                    let mut kinds = sql.separated(", ");
+                    for kind in &query.kinds {
+                        kinds.push_bind(kind.as_str());
+                    }
+                    sql.push(")");
+                }
+                sql.push(" ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT ").push_bind(i64::from(query.limit));
+                let rows: Vec<$crate::rows::TimelineRow> = sql.build_query_as().fetch_all(&self.pool).await.map_err($crate::rows::backend)?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut envs = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT l.event_id, env.slug FROM event_environments l JOIN environments env ON env.id = l.environment_id
+                     WHERE l.event_id IN (",
+                );
+                let mut ids = envs.separated(", ");
+                for row in &rows {
+                    ids.push_bind(row.id);
+                }
+                envs.push(") ORDER BY env.slug");
+                let links: Vec<(uuid::Uuid, String)> = envs.build_query_as().fetch_all(&self.pool).await.map_err($crate::rows::backend)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let slugs = links.iter().filter(|(id, _)| *id == row.id).map(|(_, slug)| slug.clone()).collect();
+                        row.into_item(slugs)
+                    })
+                    .collect())
+            }
         }
     };
 }

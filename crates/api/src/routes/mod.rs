@@ -3,6 +3,7 @@
 pub mod connections;
 pub mod environments;
 pub mod health;
+pub mod timeline;
 pub mod tokens;
 
 use serde::{Deserialize, Serialize};

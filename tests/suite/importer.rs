@@ -164,6 +164,14 @@ async fn backfill_stores_exactly_the_changes_despite_failures_and_throttling(bac
     }
     seen.sort();
     assert_eq!(seen, expected, "the timeline pages yield every change exactly once");
+    // Caught up, a run re-scans the overlap once and stops: it does not spend the budget.
+    s.standin.standin.set_lookup_failure_rate(0.0);
+    let before = s.standin.standin.lookup_counts().0;
+    s.app.db.store.request_import(s.org_id, s.connection_id).await.unwrap();
+    importer.run_due_jobs_once().await;
+    let calls = s.standin.standin.lookup_counts().0 - before;
+    assert!((1..=2).contains(&calls), "a caught-up run made {calls} calls");
+
     let (status, p) = s.app.get("/v1/environments/production/timeline?kind=deploy&kind=nope", &s.token).await;
     assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("kind[1]")), "{p}");
 }

@@ -40,6 +40,9 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Try changetrail without AWS: a stand-in seeded with real CloudTrail records, the API and
+    /// the worker, an environment and an active connection; prints the curl of the timeline.
+    Demo,
     /// Tools for trying changetrail without AWS.
     Dev {
         #[command(subcommand)]
@@ -88,13 +91,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev { command: DevCommand::AwsStandin { listen } } => {
             return changetrail::dev::run_standin(listen).await
         }
+        Command::Demo => {
+            let config = Config::from_env()?;
+            init_logging(&config);
+            return changetrail::dev::run_demo(config).await;
+        }
         _ => {}
     }
     let config = Config::from_env()?;
     init_logging(&config);
     let store = open_store(&config).await?;
     match cli.command {
-        Command::Openapi | Command::Dev { .. } => unreachable!("handled above"),
+        Command::Openapi | Command::Dev { .. } | Command::Demo => unreachable!("handled above"),
         Command::Migrate => {
             println!("migrations applied");
             Ok(())

@@ -271,6 +271,9 @@ impl Importer {
         let mut creds = self.credentials(&connection).await?;
         let mut client = self.aws.cloudtrail_for_import(&creds, &job.region);
         let started = std::time::Instant::now();
+        // Caught up means: scanned to the moment this run began. (Comparing with a "now" that
+        // moves on while the run walks would never be reached.)
+        let run_start = domain::time_util::now();
         let mut scanned_until = job.scanned_until;
         let mut walk = job.walk.clone();
         loop {
@@ -278,7 +281,7 @@ impl Importer {
             let current = match walk.take() {
                 Some(w) => w,
                 None => {
-                    if scanned_until >= now - time::Duration::seconds(1) {
+                    if scanned_until >= run_start {
                         return Ok(true);
                     }
                     let end = (scanned_until + self.settings.slice).min(now);
@@ -337,7 +340,7 @@ impl Importer {
                 }
             }
             if shutdown.is_cancelled() || started.elapsed() > self.settings.run_budget {
-                return Ok(scanned_until >= domain::time_util::now() - time::Duration::seconds(1));
+                return Ok(scanned_until >= run_start);
             }
         }
     }

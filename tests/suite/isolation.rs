@@ -114,6 +114,40 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     assert!(!list.to_string().contains(&a_external_id));
     walk("GET", "/v1/connections");
 
+    // Items posted by A: B cannot read them, nor post into A's environments, nor update them.
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let (status, a_alert) = app
+        .post(
+            "/v1/alerts",
+            &a.admin_token,
+            json!({"environment": "prod", "title": "A down", "severity": "critical", "status": "triggered",
+              "started_at": now, "source": "pagerduty", "external_id": "a-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a_alert}");
+    let a_alert_id = a_alert["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.get(&format!("/v1/events/{a_alert_id}"), bt).await.0, 404);
+    walk("GET", "/v1/events/{id}");
+    assert_eq!(app.get(&format!("/v1/alerts/{a_alert_id}/suspects"), bt).await.0, 404);
+    walk("GET", "/v1/alerts/{id}/suspects");
+    let b_alert = json!({"environment": "prod", "title": "mine", "severity": "info", "status": "resolved", "started_at": now, "source": "pagerduty", "external_id": "a-1"});
+    let (status, p) = app.post("/v1/alerts", bt, b_alert.clone()).await;
+    assert_eq!(status, 422, "B has no environment prod yet: {p}");
+    walk("POST", "/v1/alerts");
+    let (status, _) = app.post("/v1/alerts/batch", bt, json!({"items": [b_alert]})).await;
+    assert_eq!(status, 200);
+    walk("POST", "/v1/alerts/batch");
+    let deploy = json!({"environment": "prod", "service": "s", "version": "1", "status": "started", "started_at": now});
+    assert_eq!(app.post("/v1/deploys", bt, deploy.clone()).await.0, 422);
+    walk("POST", "/v1/deploys");
+    assert_eq!(app.post("/v1/deploys/batch", bt, json!({"items": [deploy]})).await.1["failed"], 1);
+    walk("POST", "/v1/deploys/batch");
+    let change = json!({"summary": "x", "occurred_at": now, "environments": ["prod"]});
+    assert_eq!(app.post("/v1/changes", bt, change.clone()).await.0, 422);
+    walk("POST", "/v1/changes");
+    assert_eq!(app.post("/v1/changes/batch", bt, json!({"items": [change]})).await.1["failed"], 1);
+    walk("POST", "/v1/changes/batch");
+
     // Lists show only B's own.
     let (_, list) = app.get("/v1/environments", bt).await;
     assert!(ids(&list).is_empty(), "{list}");
@@ -141,6 +175,12 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     assert_eq!(ids(&list), vec![a_env_id.clone()]);
     assert!(!ids(&list).contains(&b_env["id"].as_str().unwrap().to_owned()));
     assert_eq!(app.get("/v1/environments", a_token["secret"].as_str().unwrap()).await.0, 200, "A's token still works");
+    let (status, alert_now) = app.get(&format!("/v1/events/{a_alert_id}"), &a.admin_token).await;
+    assert_eq!(
+        (status, &alert_now["title"]),
+        (200, &a_alert["title"]),
+        "B's alert with the same external_id did not touch A's"
+    );
     let (status, conn_now) = app.get(&format!("/v1/connections/{a_conn_id}"), &a.admin_token).await;
     assert_eq!(status, 200);
     assert_eq!(conn_now, a_conn, "A's connection is untouched");

@@ -46,4 +46,5 @@ mod isolation;
 mod moto;
 mod project_files;
 mod setup_tools;
+mod timeline;
 mod tokens;

@@ -88,6 +88,10 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::environments::router())
         .merge(routes::connections::router())
         .merge(routes::timeline::router())
+        .merge(routes::events::router())
+        .merge(routes::deploys::router())
+        .merge(routes::alerts::router())
+        .merge(routes::changes::router())
         .split_for_parts()
 }
 

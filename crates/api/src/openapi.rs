@@ -21,6 +21,7 @@ use crate::error::{Problem, PROBLEM_CONTENT_TYPE};
         (name = "environments", description = "The environments timelines are kept for"),
         (name = "connections", description = "AWS accounts whose CloudTrail changes are imported"),
         (name = "timeline", description = "What changed, per environment"),
+        (name = "changes", description = "Deploys, alerts and other changes posted by integrators; suspects of an alert"),
     ),
     components(schemas(Problem)),
     modifiers(&SecurityAndErrors)

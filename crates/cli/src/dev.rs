@@ -1,5 +1,6 @@
 //! `changetrail dev …`: trying changetrail on a machine without an AWS account.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use aws_standin::{Identity, Standin};
@@ -145,7 +146,9 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    println!(
+    // A closed stdout (`demo | head`) must not stop the demo, so no println!.
+    let _ = writeln!(
+        std::io::stdout(),
         "changetrail demo on {base} (database in {dir}), with an AWS stand-in on {aws} serving 200 real CloudTrail records.\n\
          Imported {imported} changes into the environment 'production'. See them:\n\n    \
          curl -s -H \"Authorization: Bearer {token}\" '{base}/v1/environments/production/timeline?limit=20'\n\n\

@@ -18,16 +18,21 @@ async fn demo_prints_a_timeline_of_imported_changes() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
+    // Read every line the demo prints (never closing its stdout early), and hand over the lines
+    // up to the timeline's curl.
+    let (ready, lines) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        let mut seen = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let done = line.contains("/timeline?");
-            lines.push(line);
+            seen.push(line);
             if done {
-                break;
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(seen.clone());
+                }
             }
         }
-        lines
     });
     let lines =
         tokio::time::timeout(std::time::Duration::from_secs(90), lines).await.expect("demo ready within 90 s").unwrap();

@@ -139,4 +139,14 @@ pub trait Store: Send + Sync + 'static {
         environment_id: Uuid,
         query: &crate::timeline::TimelineQuery,
     ) -> StoreResult<Vec<crate::timeline::TimelineItem>>;
+
+    /// Stores a posted item, or updates the one with the same (source, source_key), and makes
+    /// its environment links exactly `event.environment_ids`. Returns its id and whether it is new.
+    async fn upsert_event(&self, org_id: Uuid, event: &NewEvent) -> StoreResult<(Uuid, bool)>;
+    /// One item with its original record.
+    async fn get_event(
+        &self,
+        org_id: Uuid,
+        event_id: Uuid,
+    ) -> StoreResult<Option<(crate::timeline::TimelineItem, Option<serde_json::Value>)>>;
 }

@@ -717,6 +717,86 @@ macro_rules! sql_store {
                     })
                     .collect())
             }
+
+            async fn upsert_event(&self, org_id: uuid::Uuid, e: &domain::event::NewEvent) -> domain::store::StoreResult<(uuid::Uuid, bool)> {
+                use domain::time_util::to_micros;
+                let new_id = uuid::Uuid::now_v7();
+                let now = to_micros(domain::time_util::now());
+                let mut tx = self.pool.begin().await.map_err($crate::rows::backend)?;
+                // The returned id tells an insert (our new id) from an update (the stored one).
+                let (id,): (uuid::Uuid,) = sqlx::query_as(
+                    "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor,
+                         read_only, resources, labels, links, details, original, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+                     ON CONFLICT (org_id, source, source_key) DO UPDATE SET
+                         occurred_at = $7, title = $8, actor = $9, resources = $11, labels = $12, links = $13,
+                         details = $14, updated_at = $16
+                     RETURNING id",
+                )
+                .bind(new_id)
+                .bind(org_id)
+                .bind(e.kind.as_str())
+                .bind(&e.source)
+                .bind(&e.source_key)
+                .bind(e.connection_id)
+                .bind(to_micros(e.occurred_at))
+                .bind(&e.title)
+                .bind(&e.actor)
+                .bind(e.read_only)
+                .bind(sqlx::types::Json(&e.resources))
+                .bind(sqlx::types::Json(&e.labels))
+                .bind(sqlx::types::Json(&e.links))
+                .bind(sqlx::types::Json(&e.details))
+                .bind(e.original.as_ref().map(sqlx::types::Json))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err($crate::rows::backend)?;
+                sqlx::query("DELETE FROM event_environments WHERE event_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::rows::backend)?;
+                if !e.environment_ids.is_empty() {
+                    let mut link = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only) ",
+                    );
+                    link.push_values(&e.environment_ids, |mut row, env| {
+                        row.push_bind(*env).push_bind(to_micros(e.occurred_at)).push_bind(id).push_bind(e.kind.as_str()).push_bind(e.read_only);
+                    });
+                    link.build().execute(&mut *tx).await.map_err($crate::rows::backend)?;
+                }
+                tx.commit().await.map_err($crate::rows::backend)?;
+                Ok((id, id == new_id))
+            }
+
+            async fn get_event(
+                &self,
+                org_id: uuid::Uuid,
+                event_id: uuid::Uuid,
+            ) -> domain::store::StoreResult<Option<(domain::timeline::TimelineItem, Option<serde_json::Value>)>> {
+                let row: Option<$crate::rows::TimelineRow> = sqlx::query_as(
+                    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details
+                     FROM events WHERE org_id = $1 AND id = $2",
+                )
+                .bind(org_id)
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::rows::backend)?;
+                let Some(row) = row else { return Ok(None) };
+                let (original,): (Option<sqlx::types::Json<serde_json::Value>>,) =
+                    sqlx::query_as("SELECT original FROM events WHERE id = $1").bind(event_id).fetch_one(&self.pool).await.map_err($crate::rows::backend)?;
+                let slugs: Vec<(String,)> = sqlx::query_as(
+                    "SELECT env.slug FROM event_environments l JOIN environments env ON env.id = l.environment_id
+                     WHERE l.event_id = $1 ORDER BY env.slug",
+                )
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::rows::backend)?;
+                Ok(Some((row.into_item(slugs.into_iter().map(|(s,)| s).collect()), original.map(|o| o.0))))
+            }
         }
     };
 }

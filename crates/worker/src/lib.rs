@@ -62,7 +62,8 @@ impl Default for ImportSettings {
             concurrency: 16,
             max_retries: 10,
             run_budget: Duration::from_secs(60),
-            call_interval: Duration::from_millis(500),
+            // 2 per second is the limit; 10 ms of margin absorbs network jitter between slots.
+            call_interval: Duration::from_millis(510),
             denied_retry: Duration::from_secs(15 * 60),
             poll: Duration::from_secs(1),
         }

@@ -1,0 +1,42 @@
+use axum::extract::{Path, State};
+use axum::Json;
+use domain::Scope;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::path_id;
+use super::timeline::TimelineItemView;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::Caller;
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_event))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    #[serde(flatten)]
+    pub item: TimelineItemView,
+    /// The record as its source gave it; for CloudTrail, the parsed `CloudTrailEvent`.
+    #[schema(value_type = Option<Object>)]
+    pub original: Option<Value>,
+}
+
+/// One timeline item in full, with its original record.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "timeline", operation_id = "get_event",
+    params(("id" = Uuid, Path, description = "The item's id")), security(("bearer" = ["read"])),
+    responses((status = 200, body = EventView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventView>> {
+    caller.require(Scope::Read)?;
+    let id = path_id(&id, "event")?;
+    let (item, original) =
+        state.store.get_event(caller.org_id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(EventView { item: item.into(), original }))
+}

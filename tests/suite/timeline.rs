@@ -1,0 +1,175 @@
+//! The change timeline end to end: CloudTrail events imported through the stand-in, deploys,
+//! alerts and changes posted by integrators, read back as one timeline across pages; suspects.
+
+use serde_json::{json, Value};
+use test_support::Backend;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use worker::Importer;
+
+use crate::importer::{setup, test_settings};
+
+on_both_backends!(
+    one_timeline_of_imports_deploys_and_alerts,
+    posting_is_idempotent_and_batches_keep_good_items,
+    suspects_are_ranked_with_reasons
+);
+
+fn at(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+async fn walk(
+    app: &test_support::TestApp,
+    token: &str,
+    env: &str,
+    since: OffsetDateTime,
+    limit: usize,
+) -> (Vec<Value>, usize) {
+    let base = format!(
+        "/v1/environments/{env}/timeline?limit={limit}&since={}&kind=cloudtrail&kind=deploy&kind=alert&kind=custom",
+        at(since)
+    );
+    let (mut items, mut pages, mut path) = (Vec::new(), 0, base.clone());
+    loop {
+        let (status, page) = app.get(&path, token).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("{base}&cursor={c}"),
+            None => return (items, pages),
+        }
+    }
+}
+
+async fn one_timeline_of_imports_deploys_and_alerts(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return test_support::skipped("one_timeline_of_imports_deploys_and_alerts");
+    };
+    let t = s.token.as_str();
+    s.app.post("/v1/environments", t, json!({"name": "staging"})).await;
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let now = OffsetDateTime::now_utc();
+    let imported = test_support::seed(
+        &s.standin.standin,
+        "222222222222",
+        "us-east-1",
+        &records,
+        now - time::Duration::minutes(40),
+        |_| time::Duration::ZERO,
+    );
+    Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings()).run_due_jobs_once().await;
+
+    let deploy = json!({"environment": "production", "service": "checkout-api", "version": "v42", "status": "succeeded",
+                        "started_at": at(now - time::Duration::minutes(20)), "actor": "ci", "external_id": "deploy-42"});
+    assert_eq!(s.app.post("/v1/deploys", t, deploy).await.0, 201);
+    let both = json!({"environments": ["production", "staging"], "service": "web", "version": "v7", "status": "started",
+                      "started_at": at(now - time::Duration::minutes(10))});
+    let (status, both_item) = s.app.post("/v1/deploys", t, both).await;
+    assert_eq!(status, 201, "{both_item}");
+    assert_eq!(both_item["environments"], json!(["production", "staging"]));
+    let alert = json!({"environment": "production", "title": "checkout 5xx", "severity": "critical", "status": "triggered",
+                       "started_at": at(now - time::Duration::minutes(5)), "source": "pagerduty", "external_id": "P123", "service": "checkout-api"});
+    let (status, alert_item) = s.app.post("/v1/alerts", t, alert).await;
+    assert_eq!(status, 201, "{alert_item}");
+
+    let (items, pages) = walk(&s.app, t, "production", now - time::Duration::hours(3), 50).await;
+    assert!(pages > 10, "several pages: {pages}");
+    assert_eq!(items.len(), imported.len() + 3, "every import, both deploys and the alert, once each");
+    let times: Vec<OffsetDateTime> =
+        items.iter().map(|i| OffsetDateTime::parse(i["occurred_at"].as_str().unwrap(), &Rfc3339).unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let kinds: Vec<&str> = items.iter().take(3).map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["alert", "deploy", "deploy"], "the newest three are the posted ones");
+    assert_eq!(items[1]["title"], "web v7: started");
+    assert_eq!(items[2]["title"], "ci deployed checkout-api v42");
+    assert!(items.iter().skip(3).all(|i| i["kind"] == "cloudtrail" && i["environments"] == json!(["production"])));
+
+    let (staging, _) = walk(&s.app, t, "staging", now - time::Duration::hours(3), 50).await;
+    assert_eq!(staging.iter().map(|i| i["id"].clone()).collect::<Vec<_>>(), vec![both_item["id"].clone()]);
+
+    // One CloudTrail event in full, with its original record.
+    let cloudtrail = items.iter().find(|i| i["kind"] == "cloudtrail").unwrap();
+    let (status, full) = s.app.get(&format!("/v1/events/{}", cloudtrail["id"].as_str().unwrap()), t).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["original"]["eventID"], cloudtrail["details"]["event_id"]);
+    assert_eq!(full["title"], cloudtrail["title"]);
+}
+
+async fn posting_is_idempotent_and_batches_keep_good_items(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return test_support::skipped("posting_is_idempotent_and_batches_keep_good_items");
+    };
+    let t = s.token.as_str();
+    let now = OffsetDateTime::now_utc();
+    let deploy = |status: &str| json!({"environment": "production", "service": "api", "version": "v1", "status": status, "started_at": at(now), "external_id": "d-1"});
+    let (s1, first) = s.app.post("/v1/deploys", t, deploy("started")).await;
+    let (s2, second) = s.app.post("/v1/deploys", t, deploy("succeeded")).await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(first["id"], second["id"], "a retried or updated POST never creates a second item");
+    assert_eq!(second["details"]["status"], "succeeded");
+
+    let alert = |status: &str| json!({"environment": "production", "title": "db down", "severity": "error", "status": status, "started_at": at(now), "source": "pagerduty", "external_id": "A-1"});
+    let (_, a1) = s.app.post("/v1/alerts", t, alert("triggered")).await;
+    let (status, a2) = s.app.post("/v1/alerts", t, alert("resolved")).await;
+    assert_eq!((status, &a1["id"]), (200, &a2["id"]));
+    assert!(a2["title"].as_str().unwrap().contains("resolved"));
+    let other_tool = json!({"environment": "production", "title": "db down", "severity": "error", "status": "triggered", "started_at": at(now), "source": "grafana", "external_id": "A-1"});
+    assert_eq!(s.app.post("/v1/alerts", t, other_tool).await.0, 201, "alerts are unique per (source, external_id)");
+
+    let (status, p) = s.app.post("/v1/deploys", t, json!({"environment": "nowhere", "service": "a", "version": "1", "status": "started", "started_at": at(now)})).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environments")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("nowhere"));
+    let (status, p) = s.app.post("/v1/deploys", t, json!({"environment": "production", "service": "a", "version": "1", "status": "done", "started_at": "yesterday"})).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("started_at")), "{p}");
+
+    let items = json!({"items": [
+        {"summary": "flag new-checkout on", "occurred_at": at(now), "environments": ["production"], "labels": {"flag": "new-checkout"}},
+        {"summary": "", "occurred_at": at(now), "environments": ["production"]},
+        {"summary": "config push", "occurred_at": "not a time", "environments": ["production"]},
+        {"summary": "manual failover", "occurred_at": at(now), "environments": ["production"], "external_id": "f-1"},
+    ]});
+    let (status, batch) = s.app.post("/v1/changes/batch", t, items).await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!((batch["created"].as_u64(), batch["failed"].as_u64()), (Some(2), Some(2)), "{batch}");
+    assert_eq!(batch["results"][1]["problem"]["errors"][0]["field"], "summary");
+    assert_eq!(batch["results"][2]["problem"]["errors"][0]["field"], "occurred_at");
+    assert_eq!(batch["results"][3]["status"], 201);
+    let too_many = json!({"items": vec![json!({}); 501]});
+    assert_eq!(s.app.post("/v1/changes/batch", t, too_many).await.0, 422);
+}
+
+async fn suspects_are_ranked_with_reasons(backend: Backend) {
+    let Some(s) = setup(backend).await else { return test_support::skipped("suspects_are_ranked_with_reasons") };
+    let t = s.token.as_str();
+    let alert_at = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let old_change = json!({"summary": "rotated the logging bucket's keys", "occurred_at": at(alert_at - time::Duration::minutes(100)), "environments": ["production"]});
+    assert_eq!(s.app.post("/v1/changes", t, old_change).await.0, 201);
+    let deploy = json!({"environment": "production", "service": "checkout-api", "version": "v43", "status": "succeeded", "started_at": at(alert_at - time::Duration::minutes(5))});
+    let (_, deploy) = s.app.post("/v1/deploys", t, deploy).await;
+    let too_old = json!({"summary": "last week's change", "occurred_at": at(alert_at - time::Duration::minutes(200)), "environments": ["production"]});
+    s.app.post("/v1/changes", t, too_old).await;
+    let alert = json!({"environment": "production", "title": "checkout latency", "severity": "critical", "status": "triggered",
+                       "started_at": at(alert_at), "source": "pagerduty", "service": "checkout-api"});
+    let (_, alert) = s.app.post("/v1/alerts", t, alert).await;
+
+    let (status, suspects) = s.app.get(&format!("/v1/alerts/{}/suspects", alert["id"].as_str().unwrap()), t).await;
+    assert_eq!(status, 200, "{suspects}");
+    let items = suspects["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the change 200 minutes before is outside the default 120-minute window: {suspects}");
+    assert_eq!(items[0]["item"]["id"], deploy["id"], "the deploy 5 minutes before ranks first");
+    assert!(items[0]["score"].as_f64() > items[1]["score"].as_f64());
+    let reasons: Vec<&str> = items[0]["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(reasons, ["deploy of checkout-api 5 minutes before", "same service as the alert (checkout-api)"]);
+    assert_eq!(items[1]["reasons"], json!(["change 100 minutes before"]));
+
+    let (status, wider) =
+        s.app.get(&format!("/v1/alerts/{}/suspects?window_minutes=240", alert["id"].as_str().unwrap()), t).await;
+    assert_eq!((status, wider["items"].as_array().unwrap().len()), (200, 3));
+    let (status, _) = s.app.get(&format!("/v1/alerts/{}/suspects", deploy["id"].as_str().unwrap()), t).await;
+    assert_eq!(status, 404, "a deploy is not an alert");
+    let (status, p) =
+        s.app.get(&format!("/v1/alerts/{}/suspects?window_minutes=0", alert["id"].as_str().unwrap()), t).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("window_minutes")));
+}

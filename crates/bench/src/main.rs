@@ -263,29 +263,9 @@ macro_rules! bulk_insert {
     ($db:ty, $pool:expr, $rows:expr, $org:expr) => {{
         let started = Instant::now();
         for chunk in $rows.chunks(1000) {
-            let mut q = sqlx::QueryBuilder::<$db>::new(
-                "INSERT INTO bulk_events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor, \
-                 read_only, resources, labels, links, details, original, created_at, updated_at) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(Uuid::now_v7())
-                    .push_bind($org)
-                    .push_bind(e.kind.as_str())
-                    .push_bind(&e.source)
-                    .push_bind(&e.source_key)
-                    .push_bind(e.connection_id)
-                    .push_bind(domain::time_util::to_micros(e.occurred_at))
-                    .push_bind(&e.title)
-                    .push_bind(&e.actor)
-                    .push_bind(e.read_only)
-                    .push_bind(sqlx::types::Json(&e.resources))
-                    .push_bind(sqlx::types::Json(&e.labels))
-                    .push_bind(sqlx::types::Json(&e.links))
-                    .push_bind(sqlx::types::Json(&e.details))
-                    .push_bind(e.original.as_ref().map(sqlx::types::Json))
-                    .push_bind(0i64)
-                    .push_bind(0i64);
-            });
+            let mut q =
+                sqlx::QueryBuilder::<$db>::new(storage::EVENT_COLUMNS.replace("INTO events", "INTO bulk_events"));
+            q.push_values(chunk, |row, e| storage::push_event(row, Uuid::now_v7(), $org, e, 0));
             q.build().execute(&$pool).await?;
         }
         started.elapsed().as_secs_f64()

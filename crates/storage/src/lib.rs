@@ -14,6 +14,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 mod rows;
+
+pub use rows::{push_event, EVENT_COLUMNS};
 #[macro_use]
 mod sql_store;
 

@@ -503,29 +503,8 @@ macro_rules! sql_store {
                 let mut inserted: Vec<(uuid::Uuid, String)> = Vec::new();
                 if !events.is_empty() {
                     let now = to_micros(domain::time_util::now());
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor,
-                             read_only, resources, labels, links, details, original, created_at, updated_at) ",
-                    );
-                    insert.push_values(events, |mut row, e| {
-                        row.push_bind(uuid::Uuid::now_v7())
-                            .push_bind(org_id)
-                            .push_bind(e.kind.as_str())
-                            .push_bind(&e.source)
-                            .push_bind(&e.source_key)
-                            .push_bind(e.connection_id)
-                            .push_bind(to_micros(e.occurred_at))
-                            .push_bind(&e.title)
-                            .push_bind(&e.actor)
-                            .push_bind(e.read_only)
-                            .push_bind(sqlx::types::Json(&e.resources))
-                            .push_bind(sqlx::types::Json(&e.labels))
-                            .push_bind(sqlx::types::Json(&e.links))
-                            .push_bind(sqlx::types::Json(&e.details))
-                            .push_bind(e.original.as_ref().map(sqlx::types::Json))
-                            .push_bind(now)
-                            .push_bind(now);
-                    });
+                    let mut insert = sqlx::QueryBuilder::<$db>::new($crate::rows::EVENT_COLUMNS);
+                    insert.push_values(events, |row, e| $crate::rows::push_event(row, uuid::Uuid::now_v7(), org_id, e, now));
                     insert.push(" ON CONFLICT (org_id, source, source_key) DO NOTHING RETURNING id, source_key");
                     inserted = insert.build_query_as().fetch_all(&mut *tx).await.map_err($crate::rows::backend)?;
                 }
@@ -724,31 +703,17 @@ macro_rules! sql_store {
                 let now = to_micros(domain::time_util::now());
                 let mut tx = self.pool.begin().await.map_err($crate::rows::backend)?;
                 // The returned id tells an insert (our new id) from an update (the stored one).
-                let (id,): (uuid::Uuid,) = sqlx::query_as(
-                    "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor,
-                         read_only, resources, labels, links, details, original, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
-                     ON CONFLICT (org_id, source, source_key) DO UPDATE SET
-                         occurred_at = $7, title = $8, actor = $9, resources = $11, labels = $12, links = $13,
-                         details = $14, updated_at = $16
+                let mut upsert = sqlx::QueryBuilder::<$db>::new($crate::rows::EVENT_COLUMNS);
+                upsert.push_values(std::iter::once(e), |row, e| $crate::rows::push_event(row, new_id, org_id, e, now));
+                upsert.push(
+                    " ON CONFLICT (org_id, source, source_key) DO UPDATE SET occurred_at = excluded.occurred_at,
+                         title = excluded.title, actor = excluded.actor, resources = excluded.resources,
+                         labels = excluded.labels, links = excluded.links, details = excluded.details,
+                         updated_at = excluded.updated_at
                      RETURNING id",
-                )
-                .bind(new_id)
-                .bind(org_id)
-                .bind(e.kind.as_str())
-                .bind(&e.source)
-                .bind(&e.source_key)
-                .bind(e.connection_id)
-                .bind(to_micros(e.occurred_at))
-                .bind(&e.title)
-                .bind(&e.actor)
-                .bind(e.read_only)
-                .bind(sqlx::types::Json(&e.resources))
-                .bind(sqlx::types::Json(&e.labels))
-                .bind(sqlx::types::Json(&e.links))
-                .bind(sqlx::types::Json(&e.details))
-                .bind(e.original.as_ref().map(sqlx::types::Json))
-                .bind(now)
+                );
+                let (id,): (uuid::Uuid,) = upsert
+                    .build_query_as()
                 .fetch_one(&mut *tx)
                 .await
                 .map_err($crate::rows::backend)?;

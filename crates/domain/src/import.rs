@@ -55,6 +55,7 @@ pub struct RunOutcome {
 /// The identity of a job and of the worker holding its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    pub org_id: Uuid,
     pub connection_id: Uuid,
     pub region: String,
     pub owner: String,

@@ -487,19 +487,7 @@ macro_rules! sql_store {
             ) -> domain::store::StoreResult<u64> {
                 use domain::time_util::to_micros;
                 let mut tx = self.pool.begin().await.map_err($crate::rows::backend)?;
-                let held: Option<(uuid::Uuid,)> = sqlx::query_as(
-                    "UPDATE import_jobs SET leased_until = $4 WHERE connection_id = $1 AND region = $2 AND lease_owner = $3
-                     RETURNING org_id",
-                )
-                .bind(lease.connection_id)
-                .bind(&lease.region)
-                .bind(&lease.owner)
-                .bind(to_micros(progress.lease_until))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err($crate::rows::backend)?;
-                let Some((org_id,)) = held else { return Err(domain::StoreError::LeaseLost) };
-
+                let org_id = lease.org_id;
                 let mut inserted: Vec<(uuid::Uuid, String)> = Vec::new();
                 if !events.is_empty() {
                     let now = to_micros(domain::time_util::now());
@@ -529,12 +517,15 @@ macro_rules! sql_store {
                     Some(walk) => (None, Some(walk)),
                     None => (Some(to_micros(progress.window_end)), None),
                 };
-                sqlx::query(
+                // The progress moves, and the lease is extended, only if this worker still holds
+                // it; otherwise the whole page rolls back and the new holder stores it.
+                let held = sqlx::query(
                     "UPDATE import_jobs SET
                          scanned_until = COALESCE($3, scanned_until),
                          window_start = $4, window_end = $5, next_token = $6,
-                         events_imported = events_imported + $7, events_flagged = events_flagged + $8
-                     WHERE connection_id = $1 AND region = $2",
+                         events_imported = events_imported + $7, events_flagged = events_flagged + $8,
+                         leased_until = $10
+                     WHERE connection_id = $1 AND region = $2 AND org_id = $11 AND lease_owner = $9",
                 )
                 .bind(lease.connection_id)
                 .bind(&lease.region)
@@ -544,9 +535,17 @@ macro_rules! sql_store {
                 .bind(walk.and_then(|w| w.next_token.clone()))
                 .bind(inserted.len() as i64)
                 .bind(flagged)
+                .bind(&lease.owner)
+                .bind(to_micros(progress.lease_until))
+                .bind(org_id)
                 .execute(&mut *tx)
                 .await
-                .map_err($crate::rows::backend)?;
+                .map_err($crate::rows::backend)?
+                .rows_affected()
+                    > 0;
+                if !held {
+                    return Err(domain::StoreError::LeaseLost);
+                }
                 tx.commit().await.map_err($crate::rows::backend)?;
                 Ok(inserted.len() as u64)
             }

@@ -195,7 +195,12 @@ impl Importer {
     }
 
     async fn run_job(&self, job: ImportJob, shutdown: CancellationToken) {
-        let lease = Lease { connection_id: job.connection_id, region: job.region.clone(), owner: self.owner.clone() };
+        let lease = Lease {
+            org_id: job.org_id,
+            connection_id: job.connection_id,
+            region: job.region.clone(),
+            owner: self.owner.clone(),
+        };
         let outcome = self.import(&job, &lease, &shutdown).await;
         let now = domain::time_util::now();
         let outcome = match outcome {

@@ -133,4 +133,94 @@ mod tests {
         let linker = Linker::new(&[], None);
         assert!(linker.environments(&LinkFacts::default()).is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const REGIONS: &[&str] = &["us-east-1", "eu-west-1", "ap-south-1"];
+        const SOURCES: &[&str] = &["ec2.amazonaws.com", "iam.amazonaws.com", "s3.amazonaws.com"];
+        const ENVS: &[&str] = &["prod", "staging", "dev", "shared"];
+        const PATTERNS: &[&str] = &["*", "sg-*", "*prod*", "arn:aws:s3:::*", "deploy-*", "alice"];
+
+        fn pick(from: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
+            proptest::sample::select(from)
+        }
+
+        fn rule() -> impl Strategy<Value = EnvironmentRule> {
+            (
+                pick(ENVS),
+                proptest::option::of(proptest::collection::vec(pick(REGIONS), 1..3)),
+                proptest::option::of(proptest::collection::vec(pick(SOURCES), 1..3)),
+                proptest::option::of(pick(PATTERNS)),
+                proptest::option::of(pick(PATTERNS)),
+            )
+                .prop_map(|(env, regions, sources, resource, actor)| EnvironmentRule {
+                    environment: slug(env),
+                    regions: regions.map(|r| r.into_iter().map(str::to_owned).collect()),
+                    event_sources: sources.map(|s| s.into_iter().map(str::to_owned).collect()),
+                    resource_pattern: resource.map(str::to_owned),
+                    actor_pattern: actor.map(str::to_owned),
+                })
+        }
+
+        fn facts() -> impl Strategy<Value = (String, String, Vec<String>, Option<String>)> {
+            (
+                pick(REGIONS),
+                pick(SOURCES),
+                proptest::collection::vec(pick(&["sg-123", "arn:aws:s3:::prod-logs", "i-0abc", "staging-db"]), 0..3),
+                proptest::option::of(pick(&["alice", "deploy-bot", "bob"])),
+            )
+                .prop_map(|(r, s, res, a)| {
+                    (r.to_owned(), s.to_owned(), res.into_iter().map(str::to_owned).collect(), a.map(str::to_owned))
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn the_order_of_rules_does_not_change_the_result(
+                rules in proptest::collection::vec(rule(), 0..6),
+                seed in any::<u64>(),
+                (region, source, resources, actor) in facts(),
+            ) {
+                let facts = LinkFacts { region: &region, event_source: &source, resources: resources.iter().map(String::as_str).collect(), actor: actor.as_deref() };
+                let default = slug("unsorted");
+                let mut shuffled = rules.clone();
+                // A deterministic shuffle from the seed.
+                let n = shuffled.len().max(1);
+                shuffled.rotate_left((seed as usize) % n);
+                if seed % 2 == 0 { shuffled.reverse(); }
+                prop_assert_eq!(Linker::new(&rules, Some(&default)).environments(&facts), Linker::new(&shuffled, Some(&default)).environments(&facts));
+            }
+
+            #[test]
+            fn the_default_is_used_exactly_when_no_rule_matches(
+                rules in proptest::collection::vec(rule(), 0..6),
+                (region, source, resources, actor) in facts(),
+            ) {
+                let facts = LinkFacts { region: &region, event_source: &source, resources: resources.iter().map(String::as_str).collect(), actor: actor.as_deref() };
+                let default = slug("unsorted");
+                let with_default = Linker::new(&rules, Some(&default)).environments(&facts);
+                let without = Linker::new(&rules, None).environments(&facts);
+                if without.is_empty() {
+                    prop_assert_eq!(with_default, vec![default]);
+                } else {
+                    prop_assert!(!with_default.contains(&default));
+                    prop_assert_eq!(with_default, without);
+                }
+            }
+
+            #[test]
+            fn every_environment_linked_comes_from_a_rule_or_the_default(
+                rules in proptest::collection::vec(rule(), 0..6),
+                (region, source, resources, actor) in facts(),
+            ) {
+                let facts = LinkFacts { region: &region, event_source: &source, resources: resources.iter().map(String::as_str).collect(), actor: actor.as_deref() };
+                let default = slug("unsorted");
+                for env in Linker::new(&rules, Some(&default)).environments(&facts) {
+                    prop_assert!(env == default || rules.iter().any(|r| r.environment == env));
+                }
+            }
+        }
+    }
 }

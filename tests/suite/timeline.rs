@@ -12,7 +12,8 @@ use crate::importer::{setup, test_settings};
 on_both_backends!(
     one_timeline_of_imports_deploys_and_alerts,
     posting_is_idempotent_and_batches_keep_good_items,
-    suspects_are_ranked_with_reasons
+    suspects_are_ranked_with_reasons,
+    filters_and_several_environments,
 );
 
 fn at(t: OffsetDateTime) -> String {
@@ -172,4 +173,88 @@ async fn suspects_are_ranked_with_reasons(backend: Backend) {
     let (status, p) =
         s.app.get(&format!("/v1/alerts/{}/suspects?window_minutes=0", alert["id"].as_str().unwrap()), t).await;
     assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("window_minutes")));
+}
+
+fn titles(page: &Value) -> Vec<String> {
+    page["items"].as_array().unwrap().iter().map(|i| i["title"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn filters_and_several_environments(backend: Backend) {
+    let Some(s) = setup(backend).await else { return test_support::skipped("filters_and_several_environments") };
+    let t = s.token.as_str();
+    s.app.post("/v1/environments", t, json!({"name": "staging"})).await;
+    let now = OffsetDateTime::now_utc();
+    let records: Vec<Value> = test_support::cloudtrail_records("invictus-aws-dataset").into_iter().take(400).collect();
+    test_support::seed(
+        &s.standin.standin,
+        "222222222222",
+        "us-east-1",
+        &records,
+        now - time::Duration::minutes(30),
+        |_| time::Duration::ZERO,
+    );
+    Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings()).run_due_jobs_once().await;
+    let app = &s.app;
+    let post = |path: &'static str, body: Value| async move { assert_eq!(app.post(path, t, body).await.0, 201) };
+    post("/v1/deploys", json!({"environment": "production", "service": "checkout-api", "version": "v1", "status": "succeeded", "started_at": at(now - time::Duration::minutes(3)), "actor": "ci"})).await;
+    post("/v1/deploys", json!({"environment": "staging", "service": "web", "version": "v2", "status": "succeeded", "started_at": at(now - time::Duration::minutes(4))})).await;
+    post("/v1/changes", json!({"summary": "flag new-checkout at 100%_ratio", "occurred_at": at(now - time::Duration::minutes(2)), "environments": ["production", "staging"], "labels": {"flag": "new-checkout"}})).await;
+    post("/v1/changes", json!({"summary": "flag old at 1000 ratio", "occurred_at": at(now - time::Duration::minutes(1)), "environments": ["production"]})).await;
+
+    let get = |query: String| async move {
+        let (status, page) = app.get(&format!("/v1/environments/production/timeline?{query}"), t).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        page
+    };
+    assert_eq!(titles(&get("actor=ci".into()).await), ["ci deployed checkout-api v1"]);
+    assert_eq!(titles(&get("service=checkout-api".into()).await), ["ci deployed checkout-api v1"]);
+    assert_eq!(titles(&get("label=flag:new-checkout".into()).await), ["flag new-checkout at 100%_ratio"]);
+    assert_eq!(
+        titles(&get("q=100%25_".into()).await),
+        ["flag new-checkout at 100%_ratio"],
+        "% and _ are literal, not wildcards"
+    );
+    assert_eq!(titles(&get("q=CHECKOUT&kind=deploy".into()).await), ["ci deployed checkout-api v1"]);
+    assert_eq!(titles(&get("resource=checkout".into()).await), ["ci deployed checkout-api v1"]);
+    assert_eq!(titles(&get("source=custom".into()).await).len(), 2);
+    let ec2 = get("source=ec2.amazonaws.com&limit=500".into()).await;
+    let ec2_items = ec2["items"].as_array().unwrap();
+    assert!(!ec2_items.is_empty());
+    assert!(ec2_items.iter().all(|i| i["details"]["event_source"] == "ec2.amazonaws.com"));
+    let everything = get("limit=500".into()).await["items"].as_array().unwrap().len();
+    assert!(ec2_items.len() < everything);
+    let (status, p) = s.app.get("/v1/environments/production/timeline?label=nocolon", t).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("label[0]")));
+
+    // Both environments at once: the change in both appears once; pages of one item.
+    let base = format!(
+        "/v1/timeline?environment=production&environment=staging&since={}&kind=deploy&kind=custom",
+        at(now - time::Duration::hours(1))
+    );
+    let (mut seen, mut path) = (Vec::new(), format!("{base}&limit=1"));
+    loop {
+        let (status, page) = s.app.get(&path, t).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(titles(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("{base}&limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "flag old at 1000 ratio",
+            "flag new-checkout at 100%_ratio",
+            "ci deployed checkout-api v1",
+            "web v2: succeeded"
+        ]
+    );
+    let single = get("limit=1".into()).await;
+    let cursor = single["next_cursor"].as_str().unwrap();
+    let (status, p) = s.app.get(&format!("{base}&cursor={cursor}"), t).await;
+    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_cursor")), "a cursor of another timeline");
+    let (status, p) = s.app.get("/v1/timeline?environment=production&environment=nowhere", t).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environment[1]")), "{p}");
+    assert_eq!(s.app.get("/v1/timeline", t).await.0, 422);
 }

@@ -131,12 +131,11 @@ pub trait Store: Send + Sync + 'static {
         interval_micros: i64,
     ) -> StoreResult<OffsetDateTime>;
 
-    /// One page of an environment's timeline. The caller has checked that the environment is
-    /// the organisation's; the organisation is checked again here.
+    /// One page of a timeline of one or more environments. The caller has checked that the
+    /// environments are the organisation's; the organisation is checked again here.
     async fn timeline(
         &self,
         org_id: Uuid,
-        environment_id: Uuid,
         query: &crate::timeline::TimelineQuery,
     ) -> StoreResult<Vec<crate::timeline::TimelineItem>>;
 

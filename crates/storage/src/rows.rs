@@ -288,3 +288,9 @@ pub fn push_event<'args, DB>(
         .push_bind(now)
         .push_bind(now);
 }
+
+/// `%value%` for LIKE, with LIKE's own wildcards in the value escaped (`ESCAPE '\'`).
+pub fn like_pattern(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}

@@ -640,19 +640,29 @@ macro_rules! sql_store {
             async fn timeline(
                 &self,
                 org_id: uuid::Uuid,
-                environment_id: uuid::Uuid,
                 query: &domain::timeline::TimelineQuery,
             ) -> domain::store::StoreResult<Vec<domain::timeline::TimelineItem>> {
                 use domain::time_util::to_micros;
-                // Every condition is on the link table's key or its copied columns, so the page
-                // is a backward range scan of (environment_id, occurred_at, event_id).
-                let mut sql = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels,
+                if query.environment_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Every condition but the filters is on the link table's key or its copied
+                // columns, so one environment's page is a backward range scan of
+                // (environment_id, occurred_at, event_id). Several environments need DISTINCT:
+                // an item in two of them is one item.
+                let several = query.environment_ids.len() > 1;
+                let mut sql = sqlx::QueryBuilder::<$db>::new(if several { "SELECT DISTINCT" } else { "SELECT" });
+                sql.push(
+                    " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels,
                          e.links, e.details
                      FROM event_environments l JOIN events e ON e.id = l.event_id
-                     WHERE l.environment_id = ",
+                     WHERE l.environment_id IN (",
                 );
-                sql.push_bind(environment_id);
+                let mut envs = sql.separated(", ");
+                for env in &query.environment_ids {
+                    envs.push_bind(*env);
+                }
+                sql.push(")");
                 sql.push(" AND e.org_id = ").push_bind(org_id);
                 sql.push(" AND l.occurred_at >= ").push_bind(to_micros(query.since));
                 sql.push(" AND l.occurred_at <= ").push_bind(to_micros(query.until));
@@ -660,6 +670,26 @@ macro_rules! sql_store {
                     sql.push(" AND (l.occurred_at < ").push_bind(to_micros(at));
                     sql.push(" OR (l.occurred_at = ").push_bind(to_micros(at));
                     sql.push(" AND l.event_id < ").push_bind(id).push("))");
+                }
+                let f = &query.filters;
+                if let Some(actor) = &f.actor {
+                    sql.push(" AND e.actor = ").push_bind(actor.clone());
+                }
+                if let Some(source) = &f.source {
+                    sql.push(" AND (e.source = ").push_bind(source.clone());
+                    sql.push(" OR e.details ->> 'event_source' = ").push_bind(source.clone()).push(")");
+                }
+                if let Some(resource) = &f.resource {
+                    sql.push(" AND CAST(e.resources AS TEXT) LIKE ").push_bind($crate::rows::like_pattern(resource)).push(" ESCAPE '\\'");
+                }
+                if let Some(text) = &f.text {
+                    sql.push(" AND LOWER(e.title) LIKE ").push_bind($crate::rows::like_pattern(&text.to_lowercase())).push(" ESCAPE '\\'");
+                }
+                if let Some(service) = &f.service {
+                    sql.push(" AND e.labels ->> 'service' = ").push_bind(service.clone());
+                }
+                for (key, value) in &f.labels {
+                    sql.push(" AND e.labels ->> ").push_bind(key.clone()).push(" = ").push_bind(value.clone());
                 }
                 if !query.include_read_only {
                     sql.push(" AND l.read_only = ").push_bind(false);
@@ -672,7 +702,8 @@ macro_rules! sql_store {
                     }
                     sql.push(")");
                 }
-                sql.push(" ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT ").push_bind(i64::from(query.limit));
+                sql.push(if several { " ORDER BY e.occurred_at DESC, e.id DESC LIMIT " } else { " ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT " })
+                    .push_bind(i64::from(query.limit));
                 let rows: Vec<$crate::rows::TimelineRow> = sql.build_query_as().fetch_all(&self.pool).await.map_err($crate::rows::backend)?;
                 if rows.is_empty() {
                     return Ok(Vec::new());

@@ -143,26 +143,24 @@ async fn get_alert_suspects(
         .filter(|(i, _)| i.kind == EventKind::Alert)
         .ok_or_else(|| ApiError::not_found("alert"))?;
     let window = time::Duration::minutes(window_minutes);
-    let mut candidates = Vec::new();
+    let mut environment_ids = Vec::new();
     for slug in &alert.environments {
         let Ok(slug) = EnvironmentSlug::parse("env", slug) else { continue };
-        let Some(env) = state.store.get_environment(caller.org_id, &EnvironmentRef::Slug(slug)).await? else {
-            continue;
-        };
-        let query = TimelineQuery {
-            since: alert.occurred_at - window,
-            until: alert.occurred_at,
-            kinds: vec![EventKind::Deploy, EventKind::Cloudtrail, EventKind::PullRequest, EventKind::Custom],
-            include_read_only: false,
-            limit: MAX_SUSPECT_CANDIDATES,
-            after: None,
-        };
-        for item in state.store.timeline(caller.org_id, env.id, &query).await? {
-            if !candidates.iter().any(|c: &domain::timeline::TimelineItem| c.id == item.id) {
-                candidates.push(item);
-            }
+        if let Some(env) = state.store.get_environment(caller.org_id, &EnvironmentRef::Slug(slug)).await? {
+            environment_ids.push(env.id);
         }
     }
+    let query = TimelineQuery {
+        environment_ids,
+        filters: Default::default(),
+        since: alert.occurred_at - window,
+        until: alert.occurred_at,
+        kinds: vec![EventKind::Deploy, EventKind::Cloudtrail, EventKind::PullRequest, EventKind::Custom],
+        include_read_only: false,
+        limit: MAX_SUSPECT_CANDIDATES,
+        after: None,
+    };
+    let candidates = state.store.timeline(caller.org_id, &query).await?;
     let ranked = domain::suspects::rank(&alert, candidates, window);
     Ok(Json(SuspectsResponse {
         alert: alert.into(),

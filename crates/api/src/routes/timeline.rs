@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use domain::event::EventKind;
-use domain::timeline::{decode_cursor, encode_cursor, TimelineItem, TimelineQuery};
+use domain::timeline::{decode_cursor, encode_cursor, TimelineFilters, TimelineItem, TimelineQuery};
 use domain::{Invalid, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,7 +19,7 @@ use crate::extract::{ApiQuery, Caller};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_timeline))
+    OpenApiRouter::new().routes(routes!(get_timeline)).routes(routes!(get_timelines))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -38,6 +38,28 @@ pub struct TimelineParams {
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Exactly this actor (a user, a role session, a deploy's actor).
+    pub actor: Option<String>,
+    /// The item's source (`deploy`, `alert:pagerduty`, `custom`, `aws.cloudtrail`) or a CloudTrail
+    /// event source (`ec2.amazonaws.com`).
+    pub source: Option<String>,
+    /// A resource name or part of one (`sg-0abc`, `prod-bucket`).
+    pub resource: Option<String>,
+    /// Words in the title, case-insensitive.
+    pub q: Option<String>,
+    /// The `service` label.
+    pub service: Option<String>,
+    /// Repeatable `key:value`; every one must match the item's labels.
+    #[serde(default)]
+    pub label: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EnvironmentsParam {
+    /// Repeatable: the environments (UUID or slug) whose timelines to merge, 1–20.
+    #[serde(default)]
+    pub environment: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -109,24 +131,25 @@ fn parse_time(field: &str, value: Option<&str>, errors: &mut Invalid) -> Option<
     }
 }
 
-/// An environment's timeline, newest first: CloudTrail changes, deploys, alerts, pull requests
-/// and custom changes. Following `next_cursor` yields every matching item once, even while new
-/// items arrive.
-#[utoipa::path(get, path = "/v1/environments/{env}/timeline", tag = "timeline", operation_id = "get_timeline",
-    params(("env" = String, Path, description = "The environment's UUID or slug"), TimelineParams),
-    security(("bearer" = ["read"])),
-    responses((status = 200, body = ListResponse<TimelineItemView>),
-        (status = 400, description = "invalid_cursor or invalid_query", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid times, kind or limit", body = Problem, content_type = "application/problem+json")))]
-async fn get_timeline(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(env): Path<String>,
-    ApiQuery(params): ApiQuery<TimelineParams>,
-) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
-    caller.require(Scope::Read)?;
-    let environment = super::environments::find(&state, &caller, &env).await?;
+const MAX_FILTER_CHARS: usize = 256;
+const MAX_ENVIRONMENTS: usize = 20;
+
+fn filter(field: &str, value: Option<String>, errors: &mut Invalid) -> Option<String> {
+    let value = value.filter(|v| !v.is_empty())?;
+    if value.chars().count() > MAX_FILTER_CHARS || value.contains('\0') {
+        errors.push(field, format!("must be at most {MAX_FILTER_CHARS} characters, without NUL"));
+        return None;
+    }
+    Some(value)
+}
+
+/// One page of the timeline of `environments` (already checked to be the caller's).
+async fn page(
+    state: &AppState,
+    caller: &Caller,
+    environment_ids: Vec<Uuid>,
+    params: TimelineParams,
+) -> ApiResult<ListResponse<TimelineItemView>> {
     let mut errors = Invalid::default();
     let until = parse_time("until", params.until.as_deref(), &mut errors);
     let since = parse_time("since", params.since.as_deref(), &mut errors);
@@ -148,6 +171,23 @@ async fn get_timeline(
             0
         }
     };
+    let mut labels = Vec::new();
+    for (i, label) in params.label.iter().enumerate() {
+        match label.split_once(':') {
+            Some((k, v)) if !k.is_empty() && label.len() <= MAX_FILTER_CHARS => {
+                labels.push((k.to_owned(), v.to_owned()))
+            }
+            _ => errors.push(format!("label[{i}]"), format!("{label:?} is not key:value")),
+        }
+    }
+    let filters = TimelineFilters {
+        actor: filter("actor", params.actor, &mut errors),
+        source: filter("source", params.source, &mut errors),
+        resource: filter("resource", params.resource, &mut errors),
+        text: filter("q", params.q, &mut errors),
+        service: filter("service", params.service, &mut errors),
+        labels,
+    };
     let until = until.unwrap_or_else(domain::time_util::now);
     let since = since.unwrap_or(until - time::Duration::hours(24));
     if since > until {
@@ -156,14 +196,13 @@ async fn get_timeline(
     errors.into_result()?;
     let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(cursor) => Some(decode_cursor(environment.id, cursor).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "the cursor was not issued by this server for this environment's timeline",
-            )
+        Some(cursor) => Some(decode_cursor(&environment_ids, cursor).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "the cursor was not issued by this server for this timeline")
         })?),
     };
     let query = TimelineQuery {
+        environment_ids: environment_ids.clone(),
+        filters,
         since,
         until,
         kinds,
@@ -171,12 +210,61 @@ async fn get_timeline(
         limit: limit + 1,
         after,
     };
-    let mut items = state.store.timeline(caller.org_id, environment.id, &query).await?;
+    let mut items = state.store.timeline(caller.org_id, &query).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|last| encode_cursor(environment.id, last.occurred_at, last.id))
+        items.last().map(|last| encode_cursor(&environment_ids, last.occurred_at, last.id))
     } else {
         None
     };
-    Ok(Json(ListResponse { items: items.into_iter().map(Into::into).collect(), next_cursor }))
+    Ok(ListResponse { items: items.into_iter().map(Into::into).collect(), next_cursor })
+}
+
+/// An environment's timeline, newest first: CloudTrail changes, deploys, alerts, pull requests
+/// and custom changes. Following `next_cursor` yields every matching item once, even while new
+/// items arrive.
+#[utoipa::path(get, path = "/v1/environments/{env}/timeline", tag = "timeline", operation_id = "get_timeline",
+    params(("env" = String, Path, description = "The environment's UUID or slug"), TimelineParams),
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = ListResponse<TimelineItemView>),
+        (status = 400, description = "invalid_cursor or invalid_query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid times, kind or limit", body = Problem, content_type = "application/problem+json")))]
+async fn get_timeline(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(env): Path<String>,
+    ApiQuery(params): ApiQuery<TimelineParams>,
+) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
+    caller.require(Scope::Read)?;
+    let environment = super::environments::find(&state, &caller, &env).await?;
+    Ok(Json(page(&state, &caller, vec![environment.id], params).await?))
+}
+
+/// Several environments' timelines merged, newest first; an item in several appears once.
+#[utoipa::path(get, path = "/v1/timeline", tag = "timeline", operation_id = "get_timelines",
+    params(EnvironmentsParam, TimelineParams), security(("bearer" = ["read"])),
+    responses((status = 200, body = ListResponse<TimelineItemView>),
+        (status = 400, description = "invalid_cursor or invalid_query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown environments, invalid times, kind or limit", body = Problem, content_type = "application/problem+json")))]
+async fn get_timelines(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(envs): ApiQuery<EnvironmentsParam>,
+    ApiQuery(params): ApiQuery<TimelineParams>,
+) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
+    caller.require(Scope::Read)?;
+    if envs.environment.is_empty() || envs.environment.len() > MAX_ENVIRONMENTS {
+        return Err(ApiError::invalid_field("environment", format!("give 1 to {MAX_ENVIRONMENTS} environments")));
+    }
+    let mut errors = Invalid::default();
+    let mut ids = Vec::new();
+    for (i, env) in envs.environment.iter().enumerate() {
+        match super::environments::find(&state, &caller, env).await {
+            Ok(e) => ids.push(e.id),
+            Err(_) => errors.push(format!("environment[{i}]"), format!("no environment {env:?} in your organisation")),
+        }
+    }
+    errors.into_result()?;
+    Ok(Json(page(&state, &caller, ids, params).await?))
 }

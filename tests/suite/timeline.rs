@@ -14,6 +14,7 @@ on_both_backends!(
     posting_is_idempotent_and_batches_keep_good_items,
     suspects_are_ranked_with_reasons,
     filters_and_several_environments,
+    changing_rules_relinks_stored_events,
 );
 
 fn at(t: OffsetDateTime) -> String {
@@ -257,4 +258,51 @@ async fn filters_and_several_environments(backend: Backend) {
     let (status, p) = s.app.get("/v1/timeline?environment=production&environment=nowhere", t).await;
     assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environment[1]")), "{p}");
     assert_eq!(s.app.get("/v1/timeline", t).await.0, 422);
+}
+
+async fn changing_rules_relinks_stored_events(backend: Backend) {
+    let Some(s) = setup(backend).await else { return test_support::skipped("changing_rules_relinks_stored_events") };
+    let t = s.token.as_str();
+    s.app.post("/v1/environments", t, json!({"name": "identity"})).await;
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let now = OffsetDateTime::now_utc();
+    let expected = test_support::seed(
+        &s.standin.standin,
+        "222222222222",
+        "us-east-1",
+        &records,
+        now - time::Duration::minutes(30),
+        |_| time::Duration::ZERO,
+    );
+    let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
+    importer.run_due_jobs_once().await;
+    let iam: Vec<&str> = records
+        .iter()
+        .filter(|r| r["readOnly"] != Value::Bool(true) && r["eventSource"] == "iam.amazonaws.com")
+        .map(|r| r["eventID"].as_str().unwrap())
+        .collect();
+    assert!(!iam.is_empty() && iam.len() < expected.len());
+
+    let rules = json!({"environment_rules": [{"environment": "identity", "event_sources": ["iam.amazonaws.com"]}]});
+    let (status, c) = s.app.call("PATCH", &format!("/v1/connections/{}", s.connection_id), Some(t), Some(rules)).await;
+    assert_eq!(status, 200, "{c}");
+    // Before the worker re-links, the timeline is as it was: consistent, just not yet moved.
+    let (before, _) = walk(&s.app, t, "identity", now - time::Duration::hours(3), 500).await;
+    assert!(before.is_empty());
+    importer.run_due_jobs_once().await;
+
+    let ids = |items: Vec<Value>| {
+        let mut ids: Vec<String> =
+            items.iter().map(|i| i["details"]["event_id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let (identity, _) = walk(&s.app, t, "identity", now - time::Duration::hours(3), 200).await;
+    let (production, _) = walk(&s.app, t, "production", now - time::Duration::hours(3), 200).await;
+    let mut iam_sorted: Vec<String> = iam.iter().map(|s| s.to_string()).collect();
+    iam_sorted.sort();
+    assert_eq!(ids(identity), iam_sorted, "IAM changes moved to identity");
+    let mut rest: Vec<String> = expected.iter().filter(|id| !iam.contains(&id.as_str())).cloned().collect();
+    rest.sort();
+    assert_eq!(ids(production), rest, "the rest stays with the default environment only");
 }

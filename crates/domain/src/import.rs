@@ -60,3 +60,27 @@ pub struct Lease {
     pub region: String,
     pub owner: String,
 }
+
+/// A leased re-link of a connection's events to the environments its current rules name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelinkJob {
+    pub org_id: Uuid,
+    pub connection_id: Uuid,
+    /// The rules version being applied.
+    pub version: i64,
+    /// The last event id already re-linked.
+    pub after: Option<Uuid>,
+}
+
+/// What linking needs to know of a stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkableEvent {
+    pub id: Uuid,
+    pub occurred_at: OffsetDateTime,
+    pub kind: crate::event::EventKind,
+    pub read_only: bool,
+    pub region: String,
+    pub event_source: String,
+    pub resources: Vec<String>,
+    pub actor: Option<String>,
+}

@@ -148,4 +148,30 @@ pub trait Store: Send + Sync + 'static {
         org_id: Uuid,
         event_id: Uuid,
     ) -> StoreResult<Option<(crate::timeline::TimelineItem, Option<serde_json::Value>)>>;
+
+    /// Marks a connection's events for re-linking with its current rules.
+    async fn request_relink(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<()>;
+    /// Leases one connection whose events wait for re-linking.
+    async fn claim_relink(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Option<crate::import::RelinkJob>>;
+    /// The next `limit` events of the connection after `job.after`, by id.
+    async fn linkable_events(
+        &self,
+        job: &crate::import::RelinkJob,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::import::LinkableEvent>>;
+    /// Replaces the links of these events, moves the re-link's cursor past them (or, with
+    /// `done`, marks the version applied) in one transaction, if `owner` still holds the lease.
+    async fn relink_batch(
+        &self,
+        job: &crate::import::RelinkJob,
+        owner: &str,
+        links: &[(crate::import::LinkableEvent, Vec<Uuid>)],
+        done: bool,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<()>;
 }

@@ -792,6 +792,135 @@ macro_rules! sql_store {
                 .map_err($crate::rows::backend)?;
                 Ok(Some((row.into_item(slugs.into_iter().map(|(s,)| s).collect()), original.map(|o| o.0))))
             }
+
+            async fn request_relink(&self, org_id: uuid::Uuid, connection_id: uuid::Uuid) -> domain::store::StoreResult<()> {
+                sqlx::query("UPDATE connections SET links_version = links_version + 1, relink_cursor = NULL WHERE org_id = $1 AND id = $2")
+                    .bind(org_id)
+                    .bind(connection_id)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err($crate::rows::backend)
+            }
+
+            async fn claim_relink(
+                &self,
+                owner: &str,
+                now: time::OffsetDateTime,
+                lease_until: time::OffsetDateTime,
+            ) -> domain::store::StoreResult<Option<domain::import::RelinkJob>> {
+                use domain::time_util::to_micros;
+                let sql = format!(
+                    "UPDATE connections SET relink_owner = $2, relink_leased_until = $3
+                     WHERE id = (SELECT j.id FROM connections j
+                                 WHERE j.relinked_version < j.links_version
+                                   AND (j.relink_leased_until IS NULL OR j.relink_leased_until < $1)
+                                 ORDER BY j.id LIMIT 1 {})
+                       AND relinked_version < links_version
+                       AND (relink_leased_until IS NULL OR relink_leased_until < $1 OR relink_owner = $2)
+                     RETURNING org_id, id, links_version, relink_cursor",
+                    $claim_lock
+                );
+                let row: Option<(uuid::Uuid, uuid::Uuid, i64, Option<uuid::Uuid>)> = sqlx::query_as(&sql)
+                    .bind(to_micros(now))
+                    .bind(owner)
+                    .bind(to_micros(lease_until))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::rows::backend)?;
+                Ok(row.map(|(org_id, connection_id, version, after)| domain::import::RelinkJob { org_id, connection_id, version, after }))
+            }
+
+            async fn linkable_events(
+                &self,
+                job: &domain::import::RelinkJob,
+                limit: u32,
+            ) -> domain::store::StoreResult<Vec<domain::import::LinkableEvent>> {
+                let rows: Vec<$crate::rows::TimelineRow> = sqlx::query_as(
+                    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details
+                     FROM events WHERE org_id = $1 AND connection_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+                )
+                .bind(job.org_id)
+                .bind(job.connection_id)
+                .bind(job.after.unwrap_or(uuid::Uuid::nil()))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::rows::backend)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| {
+                        let item = r.into_item(Vec::new());
+                        let detail = |k: &str| item.details.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                        domain::import::LinkableEvent {
+                            id: item.id,
+                            occurred_at: item.occurred_at,
+                            kind: item.kind,
+                            read_only: item.read_only,
+                            region: detail("region"),
+                            event_source: detail("event_source"),
+                            resources: item.resources.iter().map(|r| r.name.clone()).collect(),
+                            actor: item.actor.clone(),
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn relink_batch(
+                &self,
+                job: &domain::import::RelinkJob,
+                owner: &str,
+                links: &[(domain::import::LinkableEvent, Vec<uuid::Uuid>)],
+                done: bool,
+                lease_until: time::OffsetDateTime,
+            ) -> domain::store::StoreResult<()> {
+                use domain::time_util::to_micros;
+                let mut tx = self.pool.begin().await.map_err($crate::rows::backend)?;
+                if !links.is_empty() {
+                    let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM event_environments WHERE event_id IN (");
+                    let mut ids = delete.separated(", ");
+                    for (e, _) in links {
+                        ids.push_bind(e.id);
+                    }
+                    delete.push(")");
+                    delete.build().execute(&mut *tx).await.map_err($crate::rows::backend)?;
+                    let rows: Vec<(uuid::Uuid, &domain::import::LinkableEvent)> =
+                        links.iter().flat_map(|(e, envs)| envs.iter().map(move |env| (*env, e))).collect();
+                    if !rows.is_empty() {
+                        let mut insert = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only) ",
+                        );
+                        insert.push_values(&rows, |mut row, (env, e)| {
+                            row.push_bind(*env).push_bind(to_micros(e.occurred_at)).push_bind(e.id).push_bind(e.kind.as_str()).push_bind(e.read_only);
+                        });
+                        insert.build().execute(&mut *tx).await.map_err($crate::rows::backend)?;
+                    }
+                }
+                let cursor = links.last().map(|(e, _)| e.id).or(job.after);
+                // Applies only while this worker holds the lease and the rules have not changed
+                // again; otherwise the batch rolls back and the re-link starts over.
+                let held = sqlx::query(
+                    "UPDATE connections SET relink_cursor = $4, relink_leased_until = $5,
+                         relinked_version = CASE WHEN $6 THEN $3 ELSE relinked_version END
+                     WHERE org_id = $1 AND id = $2 AND links_version = $3 AND relink_owner = $7",
+                )
+                .bind(job.org_id)
+                .bind(job.connection_id)
+                .bind(job.version)
+                .bind(cursor)
+                .bind(to_micros(lease_until))
+                .bind(done)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::backend)?
+                .rows_affected()
+                    > 0;
+                if !held {
+                    return Err(domain::StoreError::LeaseLost);
+                }
+                tx.commit().await.map_err($crate::rows::backend)
+            }
         }
     };
 }

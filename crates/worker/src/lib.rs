@@ -157,7 +157,14 @@ impl Importer {
                     Err(e) => tracing::warn!(error = %e, "cannot claim import jobs"),
                 }
             }
-            let idle = claimed.is_empty();
+            let mut idle = claimed.is_empty();
+            if running.len() < self.settings.concurrency {
+                let importer = self.clone();
+                if let Ok(Some(job)) = self.claim_relink().await {
+                    idle = false;
+                    running.spawn(async move { importer.relink(job).await });
+                }
+            }
             for job in claimed {
                 let importer = self.clone();
                 let shutdown = shutdown.clone();
@@ -178,9 +185,69 @@ impl Importer {
         tracing::info!(owner = %self.owner, "importer stopped");
     }
 
+    async fn claim_relink(&self) -> Result<Option<domain::import::RelinkJob>, StoreError> {
+        let now = domain::time_util::now();
+        self.store.claim_relink(&self.owner, now, now + self.settings.lease).await
+    }
+
+    /// Re-links a connection's stored events to the environments its current rules name, 500 at
+    /// a time, each batch in its own transaction so the API is never blocked for long.
+    async fn relink(&self, mut job: domain::import::RelinkJob) {
+        const BATCH: u32 = 500;
+        let outcome: Result<(), Stop> = async {
+            let Some(connection) = self.store.get_connection(job.org_id, job.connection_id).await? else {
+                return Ok(());
+            };
+            let linker =
+                Linker::new(&connection.settings.environment_rules, connection.settings.default_environment.as_ref());
+            let environments = self.environment_ids(job.org_id).await?;
+            loop {
+                let events = self.store.linkable_events(&job, BATCH).await?;
+                let done = events.len() < BATCH as usize;
+                let links: Vec<_> = events
+                    .into_iter()
+                    .map(|e| {
+                        let facts = LinkFacts {
+                            region: &e.region,
+                            event_source: &e.event_source,
+                            resources: e.resources.iter().map(String::as_str).collect(),
+                            actor: e.actor.as_deref(),
+                        };
+                        let ids = linker
+                            .environments(&facts)
+                            .iter()
+                            .filter_map(|slug| environments.get(slug).copied())
+                            .collect();
+                        (e, ids)
+                    })
+                    .collect();
+                let lease_until = domain::time_util::now() + self.settings.lease;
+                self.store.relink_batch(&job, &self.owner, &links, done, lease_until).await?;
+                metrics::counter!("changetrail_events_relinked_total").increment(links.len() as u64);
+                if done {
+                    return Ok(());
+                }
+                job.after = links.last().map(|(e, _)| e.id);
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => tracing::info!(connection = %job.connection_id, version = job.version, "events re-linked"),
+            Err(Stop::LeaseLost) => {
+                tracing::info!(connection = %job.connection_id, "re-link superseded (rules changed again or lease lost)")
+            }
+            Err(Stop::Denied(e) | Stop::Failed(e)) => {
+                tracing::warn!(connection = %job.connection_id, error = %e, "re-link failed; retried when its lease passes")
+            }
+        }
+    }
+
     /// Runs every due job once, to completion of this run, and returns how many there were.
     /// For tests and benchmarks that drive the importer step by step.
     pub async fn run_due_jobs_once(self: &Arc<Self>) -> usize {
+        while let Ok(Some(job)) = self.claim_relink().await {
+            self.relink(job).await;
+        }
         let now = domain::time_util::now();
         let jobs =
             self.store.claim_import_jobs(&self.owner, now, now + self.settings.lease, 10_000).await.unwrap_or_default();

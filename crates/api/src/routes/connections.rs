@@ -442,6 +442,12 @@ async fn update_connection(
     }
     let updated = state.store.update_connection_settings(caller.org_id, existing.id, &settings).await?;
     let updated = updated.ok_or_else(|| ApiError::not_found("connection"))?;
+    let links_changed = updated.settings.environment_rules != existing.settings.environment_rules
+        || updated.settings.default_environment != existing.settings.default_environment;
+    if links_changed {
+        // The worker re-links the stored events in the background, in batches.
+        state.store.request_relink(caller.org_id, updated.id).await?;
+    }
     if updated.account_id.is_some() {
         state.store.sync_import_jobs(caller.org_id, updated.id).await?;
     }

@@ -5,6 +5,32 @@
 
 macro_rules! sql_store {
     ($store:ident, $db:ty, $claim_lock:literal) => {
+        impl $store {
+            /// One keyset page of an organisation's rows of a table, oldest first: `select`
+            /// names the columns and table; the org, cursor and limit conditions are added here.
+            async fn org_page<R, T>(
+                &self,
+                select: &str,
+                org_id: uuid::Uuid,
+                page: domain::PageRequest,
+                convert: impl Fn(R) -> domain::store::StoreResult<T>,
+                id_of: impl Fn(&T) -> uuid::Uuid,
+            ) -> domain::store::StoreResult<domain::Page<T>>
+            where
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            {
+                let rows = sqlx::query_as::<_, R>(&format!("{select} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"))
+                    .bind(org_id)
+                    .bind(page.after.unwrap_or(uuid::Uuid::nil()))
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::rows::backend)?;
+                let items = rows.into_iter().map(convert).collect::<Result<Vec<_>, _>>()?;
+                Ok(domain::Page::from_overfetch(items, page, id_of))
+            }
+        }
+
         #[async_trait::async_trait]
         impl domain::Store for $store {
             async fn ping(&self) -> domain::store::StoreResult<()> {
@@ -87,18 +113,8 @@ macro_rules! sql_store {
                 org_id: uuid::Uuid,
                 page: domain::PageRequest,
             ) -> domain::store::StoreResult<domain::Page<domain::ApiToken>> {
-                let rows = sqlx::query_as::<_, $crate::rows::TokenRow>(
-                    "SELECT id, org_id, name, scopes, prefix, secret_hash, created_at FROM api_tokens
-                     WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                )
-                .bind(org_id)
-                .bind(page.after.unwrap_or(uuid::Uuid::nil()))
-                .bind(page.fetch_limit())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::rows::backend)?;
-                let tokens = rows.into_iter().map(domain::ApiToken::from).collect();
-                Ok(domain::Page::from_overfetch(tokens, page, |t| t.id))
+                let select = "SELECT id, org_id, name, scopes, prefix, secret_hash, created_at FROM api_tokens";
+                self.org_page(select, org_id, page, |r: $crate::rows::TokenRow| Ok(r.into()), |t: &domain::ApiToken| t.id).await
             }
 
             async fn delete_token(&self, org_id: uuid::Uuid, token_id: uuid::Uuid) -> domain::store::StoreResult<bool> {
@@ -139,18 +155,8 @@ macro_rules! sql_store {
                 org_id: uuid::Uuid,
                 page: domain::PageRequest,
             ) -> domain::store::StoreResult<domain::Page<domain::Environment>> {
-                let rows = sqlx::query_as::<_, $crate::rows::EnvironmentRow>(
-                    "SELECT id, org_id, slug, name, description, created_at, updated_at FROM environments
-                     WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                )
-                .bind(org_id)
-                .bind(page.after.unwrap_or(uuid::Uuid::nil()))
-                .bind(page.fetch_limit())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::rows::backend)?;
-                let envs = rows.into_iter().map(domain::Environment::try_from).collect::<Result<Vec<_>, _>>()?;
-                Ok(domain::Page::from_overfetch(envs, page, |e| e.id))
+                let select = "SELECT id, org_id, slug, name, description, created_at, updated_at FROM environments";
+                self.org_page(select, org_id, page, |r: $crate::rows::EnvironmentRow| r.try_into(), |e: &domain::Environment| e.id).await
             }
 
             async fn get_environment(
@@ -257,18 +263,8 @@ macro_rules! sql_store {
                 org_id: uuid::Uuid,
                 page: domain::PageRequest,
             ) -> domain::store::StoreResult<domain::Page<domain::Connection>> {
-                let rows = sqlx::query_as::<_, $crate::rows::ConnectionRow>(&format!(
-                    "SELECT {} FROM connections WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                    $crate::rows::CONNECTION_COLUMNS
-                ))
-                .bind(org_id)
-                .bind(page.after.unwrap_or(uuid::Uuid::nil()))
-                .bind(page.fetch_limit())
-                .fetch_all(&self.pool)
-                .await
-                .map_err($crate::rows::backend)?;
-                let connections = rows.into_iter().map(domain::Connection::try_from).collect::<Result<Vec<_>, _>>()?;
-                Ok(domain::Page::from_overfetch(connections, page, |c| c.id))
+                let select = format!("SELECT {} FROM connections", $crate::rows::CONNECTION_COLUMNS);
+                self.org_page(&select, org_id, page, |r: $crate::rows::ConnectionRow| r.try_into(), |c: &domain::Connection| c.id).await
             }
 
             async fn get_connection(

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use domain::RoleArn;
@@ -120,14 +120,9 @@ pub fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e
 }
 
 impl Aws {
-    /// The standard configuration: credentials chain, region and endpoints from the environment,
-    /// with changetrail's timeouts and retries.
-    pub async fn from_env() -> Aws {
-        Aws::from_loader(aws_config::defaults(BehaviorVersion::latest())).await
-    }
-
-    /// The same, from a loader a caller has adjusted (tests name their endpoint and credentials
-    /// explicitly, instead of through process-wide variables).
+    /// From aws-config's loader (the binary's reads the environment; tests name their endpoint
+    /// and credentials explicitly instead of through process-wide variables), with
+    /// changetrail's timeouts and retries.
     pub async fn from_loader(loader: aws_config::ConfigLoader) -> Aws {
         let mut sdk = loader
             .timeout_config(

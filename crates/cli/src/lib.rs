@@ -50,11 +50,46 @@ pub async fn bootstrap(store: &dyn Store, chosen_token: Option<&str>) -> anyhow:
     Ok(Bootstrap::Created { org_id: org.id, secret, chosen })
 }
 
-/// The service's AWS access, configured by aws-config from the environment. Its own identity is
-/// looked up now so a missing one is reported at start, not at an admin's first setup.
+/// Whether the environment configures AWS for this process (rather than leaving aws-config to
+/// probe the instance metadata service).
+fn aws_configured() -> bool {
+    const VARIABLES: &[&str] = &[
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_STS",
+    ];
+    VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
+        || std::env::var_os("HOME").is_some_and(|home| std::path::Path::new(&home).join(".aws").exists())
+}
+
+/// aws-config's standard configuration from the environment. Without any AWS configuration the
+/// region is given, because aws-config would otherwise ask the instance metadata service for
+/// one; STS answers in any region, and every CloudTrail call names its own.
+pub async fn aws_from_env() -> aws::Aws {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if !aws_configured() && std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        loader = loader.region(aws_config::Region::from_static("us-east-1"));
+    }
+    aws::Aws::from_loader(loader).await
+}
+
+/// The service's AWS access, configured by aws-config from the environment. Where the
+/// environment configures AWS, its own identity is looked up now so that a problem shows at
+/// start; on a machine with no AWS configuration it is looked up when first needed, so that
+/// starting changetrail never probes the instance metadata service for nothing.
 pub async fn aws_access(config: &Config) -> Arc<api::AwsAccess> {
-    let aws = aws::Aws::from_env().await;
+    let configured = aws_configured();
+    let aws = aws_from_env().await;
     let access = Arc::new(api::AwsAccess::new(aws, config.aws_principal_arn.clone(), config.cfn_template_url.clone()));
+    if config.aws_principal_arn.is_none() && !configured {
+        tracing::info!("no AWS configuration in the environment: changetrail's own AWS identity will be looked up when an admin first connects an account");
+        return access;
+    }
     match access.principal().await {
         Ok(principal) => tracing::info!(%principal, "customers' trust policies will name this AWS principal"),
         Err(e) => tracing::warn!(

@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Worker => {
-            let aws = aws::Aws::from_env().await;
+            let aws = changetrail::aws_from_env().await;
             worker::Importer::new(store, aws, config.import.clone()).run(shutdown_token()).await;
             Ok(())
         }

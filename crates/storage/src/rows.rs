@@ -226,6 +226,14 @@ pub struct TimelineRow {
     pub details: sqlx::types::Json<serde_json::Value>,
 }
 
+/// A timeline row with the original record, for one item in full.
+#[derive(sqlx::FromRow)]
+pub struct EventRow {
+    #[sqlx(flatten)]
+    pub item: TimelineRow,
+    pub original: Option<sqlx::types::Json<serde_json::Value>>,
+}
+
 impl TimelineRow {
     pub fn into_item(self, environments: Vec<String>) -> domain::timeline::TimelineItem {
         domain::timeline::TimelineItem {

@@ -766,8 +766,8 @@ macro_rules! sql_store {
                 org_id: uuid::Uuid,
                 event_id: uuid::Uuid,
             ) -> domain::store::StoreResult<Option<(domain::timeline::TimelineItem, Option<serde_json::Value>)>> {
-                let row: Option<$crate::rows::TimelineRow> = sqlx::query_as(
-                    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details
+                let row: Option<$crate::rows::EventRow> = sqlx::query_as(
+                    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details, original
                      FROM events WHERE org_id = $1 AND id = $2",
                 )
                 .bind(org_id)
@@ -775,9 +775,7 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err($crate::rows::backend)?;
-                let Some(row) = row else { return Ok(None) };
-                let (original,): (Option<sqlx::types::Json<serde_json::Value>>,) =
-                    sqlx::query_as("SELECT original FROM events WHERE id = $1").bind(event_id).fetch_one(&self.pool).await.map_err($crate::rows::backend)?;
+                let Some($crate::rows::EventRow { item: row, original }) = row else { return Ok(None) };
                 let slugs: Vec<(String,)> = sqlx::query_as(
                     "SELECT env.slug FROM event_environments l JOIN environments env ON env.id = l.environment_id
                      WHERE l.event_id = $1 ORDER BY env.slug",

@@ -139,10 +139,8 @@ impl TestApp {
         aws: Arc<api::AwsAccess>,
     ) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
-        let app = api::router(
-            api::AppState { store: db.store.clone(), aws, import_overlap: std::time::Duration::from_secs(20 * 60) },
-            &settings,
-        );
+        let app =
+            api::router(api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60)), &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum_serve(listener, app).await });

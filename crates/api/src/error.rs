@@ -117,6 +117,26 @@ impl From<Invalid> for ApiError {
     }
 }
 
+impl From<app::AppError> for ApiError {
+    fn from(e: app::AppError) -> Self {
+        use app::{AppError, Refusal};
+        match e {
+            AppError::NotFound(what) => ApiError::not_found(what),
+            AppError::Invalid(invalid) => ApiError::validation(invalid),
+            AppError::Refused { kind, code, detail, errors } => {
+                let status = match kind {
+                    Refusal::BadInput => StatusCode::BAD_REQUEST,
+                    Refusal::Unacceptable => StatusCode::UNPROCESSABLE_ENTITY,
+                    Refusal::Conflict => StatusCode::CONFLICT,
+                    Refusal::Upstream => StatusCode::BAD_GATEWAY,
+                };
+                ApiError { status, code, detail, errors }
+            }
+            AppError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::Router;
-use domain::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -25,39 +24,9 @@ pub mod openapi;
 pub mod routes;
 pub mod setup;
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub aws: Arc<AwsAccess>,
-    /// The importer's re-scan overlap: a region's reported checkpoint is this far behind the
-    /// windows walked.
-    pub import_overlap: Duration,
-}
-
-/// The service's AWS clients and its own identity, as trust policies name it.
-pub struct AwsAccess {
-    pub aws: aws::Aws,
-    configured_principal: Option<String>,
-    discovered_principal: tokio::sync::OnceCell<String>,
-    /// Where the operator published `templates/cloudformation.yaml`, for quick-create links.
-    pub cfn_template_url: Option<String>,
-}
-
-impl AwsAccess {
-    pub fn new(aws: aws::Aws, configured_principal: Option<String>, cfn_template_url: Option<String>) -> Self {
-        AwsAccess { aws, configured_principal, discovered_principal: tokio::sync::OnceCell::new(), cfn_template_url }
-    }
-
-    /// `CHANGETRAIL_AWS_PRINCIPAL_ARN`, or else what GetCallerIdentity says of the service's own
-    /// credentials (asked once, then remembered).
-    pub async fn principal(&self) -> Result<String, String> {
-        if let Some(principal) = &self.configured_principal {
-            return Ok(principal.clone());
-        }
-        self.discovered_principal.get_or_try_init(|| self.aws.own_principal()).await.cloned()
-    }
-}
+/// What every handler can reach: the application layer.
+pub type AppState = app::App;
+pub use app::AwsAccess;
 
 /// The HTTP knobs of the configuration.
 #[derive(Debug, Clone)]

@@ -11,7 +11,8 @@ use aws_credential_types::Credentials;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use domain::RoleArn;
 
-pub use aws_sdk_cloudtrail;
+mod cloudtrail;
+pub use cloudtrail::{CloudTrailReader, LookupError, LookupPage};
 
 /// Every AWS call answers or fails within this, so no request hangs on AWS.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,18 +90,25 @@ impl RoleCheckFailure {
     }
 }
 
+/// Why the importer could not assume a connection's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssumeRoleFailure {
+    Denied(String),
+    Failed(String),
+}
+
 /// A role that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedRole {
     pub assumed_role_arn: String,
 }
 
-pub fn is_denied(code: Option<&str>) -> bool {
+fn is_denied(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("AccessDenied") || c == "UnauthorizedOperation" || c == "NotAuthorized")
 }
 
 /// A short description of an SDK error for an admin: AWS's code and message, or what failed.
-pub fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(error: &SdkError<E, R>) -> String {
+fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(error: &SdkError<E, R>) -> String {
     match error {
         SdkError::ServiceError(e) => {
             let err = e.err();
@@ -152,7 +160,7 @@ impl Aws {
     }
 
     /// AssumeRole on the service's own credentials.
-    pub async fn assume_role(
+    async fn assume_role(
         &self,
         role: &RoleArn,
         external_id: Option<&str>,
@@ -184,35 +192,29 @@ impl Aws {
         Ok((TemporaryCredentials { credentials, expires_at }, assumed_arn))
     }
 
+    /// AssumeRole for the importer, its failure sorted: `Err(Denied)` when AWS refuses (the
+    /// connection is then marked), `Err(Failed)` for anything else.
+    pub async fn assume_role_for_import(
+        &self,
+        role: &RoleArn,
+        external_id: &str,
+        session_name: &str,
+        duration: Duration,
+    ) -> Result<TemporaryCredentials, AssumeRoleFailure> {
+        match self.assume_role(role, Some(external_id), session_name, duration).await {
+            Ok((credentials, _)) => Ok(credentials),
+            Err(e) if is_denied(e.as_service_error().and_then(|s| s.code())) => {
+                Err(AssumeRoleFailure::Denied(format!("AssumeRole on {role} was denied: {}", describe(&e))))
+            }
+            Err(e) => Err(AssumeRoleFailure::Failed(format!("AssumeRole failed: {}", describe(&e)))),
+        }
+    }
+
     /// STS on a role's temporary credentials.
     fn sts_as(&self, credentials: &TemporaryCredentials) -> aws_sdk_sts::Client {
         let config =
             aws_sdk_sts::config::Builder::from(&self.sdk).credentials_provider(credentials.credentials.clone()).build();
         aws_sdk_sts::Client::from_conf(config)
-    }
-
-    /// CloudTrail in one region on a role's temporary credentials.
-    pub fn cloudtrail_as(&self, credentials: &TemporaryCredentials, region: &str) -> aws_sdk_cloudtrail::Client {
-        let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
-            .credentials_provider(credentials.credentials.clone())
-            .region(Region::new(region.to_owned()))
-            .build();
-        aws_sdk_cloudtrail::Client::from_conf(config)
-    }
-
-    /// CloudTrail for the importer: no SDK retries, because every call must first reserve a
-    /// slot of the account's shared budget; the importer retries itself.
-    pub fn cloudtrail_for_import(
-        &self,
-        credentials: &TemporaryCredentials,
-        region: &str,
-    ) -> aws_sdk_cloudtrail::Client {
-        let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
-            .credentials_provider(credentials.credentials.clone())
-            .region(Region::new(region.to_owned()))
-            .retry_config(RetryConfig::disabled())
-            .build();
-        aws_sdk_cloudtrail::Client::from_conf(config)
     }
 
     /// The checks of `PUT /v1/connections/{id}/role`, in the contract's order: AssumeRole with

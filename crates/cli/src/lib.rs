@@ -109,7 +109,7 @@ pub async fn serve_api(
 ) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let app = api::router(api::AppState { store, aws, import_overlap: config.import.overlap }, &config.http());
+    let app = api::router(api::AppState::new(store, aws, config.import.overlap), &config.http());
     tracing::info!(address = %config.listen, "API listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the API server failed")
 }

@@ -60,8 +60,9 @@ async fn killed_worker_resumes_exactly(backend: Backend) {
         assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/changetrail-cloudtrail-reader/x"),
         validated_at: domain::time_util::now(),
     };
-    store.register_role(org.id, connection.id, &role).await.unwrap();
-    store.sync_import_jobs(org.id, connection.id).await.unwrap();
+    let active = store.register_role(org.id, connection.id, &role).await.unwrap().unwrap();
+    let plan = domain::import::JobPlan::for_connection(&active, domain::time_util::now()).unwrap();
+    store.schedule_imports(org.id, connection.id, &plan).await.unwrap();
 
     // The 574 changes of the real records, spread over the 7 days of the backfill so that it
     // walks about 30 windows.

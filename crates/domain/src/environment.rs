@@ -84,6 +84,13 @@ impl EnvironmentRef {
             Err(_) => EnvironmentSlug::parse("env", value).map(EnvironmentRef::Slug),
         }
     }
+
+    pub fn names(&self, env: &Environment) -> bool {
+        match self {
+            EnvironmentRef::Id(id) => env.id == *id,
+            EnvironmentRef::Slug(slug) => env.slug == *slug,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,9 +63,70 @@ pub struct NewEvent {
     pub resources: Vec<Resource>,
     pub labels: BTreeMap<String, String>,
     pub links: Vec<Link>,
-    pub details: serde_json::Value,
+    pub details: Details,
     /// The record as the source gave it (for CloudTrail: the parsed `CloudTrailEvent`).
     pub original: Option<serde_json::Value>,
     /// The environments it belongs to.
     pub environment_ids: Vec<Uuid>,
+}
+
+/// What an item carries beyond the common fields: typed for CloudTrail, whose fields linking,
+/// filters and suspects read; free-form JSON for posted items.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Details {
+    CloudTrail(Box<crate::cloudtrail::CloudTrailDetails>),
+    Other(serde_json::Value),
+}
+
+impl Details {
+    pub fn cloudtrail(&self) -> Option<&crate::cloudtrail::CloudTrailDetails> {
+        match self {
+            Details::CloudTrail(d) => Some(d),
+            Details::Other(_) => None,
+        }
+    }
+
+    /// A record that could not be read in full was stored as it came.
+    pub fn flagged(&self) -> bool {
+        self.cloudtrail().is_some_and(|d| d.flagged)
+    }
+
+    /// The AWS service endpoint of a CloudTrail event (`ec2.amazonaws.com`).
+    pub fn event_source(&self) -> Option<&str> {
+        self.cloudtrail().map(|d| d.event_source.as_str())
+    }
+
+    /// A text field of a posted item's details (`status` of a deploy).
+    pub fn text(&self, key: &str) -> Option<&str> {
+        match self {
+            Details::Other(v) => v.get(key).and_then(serde_json::Value::as_str),
+            Details::CloudTrail(_) => None,
+        }
+    }
+
+    /// The details as stored and as the API shows them.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Details::CloudTrail(d) => serde_json::to_value(d).unwrap_or_default(),
+            Details::Other(v) => v.clone(),
+        }
+    }
+
+    /// Reads stored details back; CloudTrail details that no longer parse are kept as JSON
+    /// rather than lost.
+    pub fn from_stored(kind: EventKind, value: serde_json::Value) -> Details {
+        if kind == EventKind::Cloudtrail {
+            if let Ok(d) = serde_json::from_value(value.clone()) {
+                return Details::CloudTrail(Box::new(d));
+            }
+        }
+        Details::Other(value)
+    }
+}
+
+/// One stored item in full: as the timeline shows it, and the record as its source gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub item: crate::timeline::TimelineItem,
+    pub original: Option<serde_json::Value>,
 }

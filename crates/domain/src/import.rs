@@ -24,6 +24,21 @@ pub struct ImportJob {
     pub events_flagged: i64,
 }
 
+impl ImportJob {
+    /// `running`, `failing`, `backfilling` (more than an hour behind) or `scheduled`.
+    pub fn status(&self, now: OffsetDateTime) -> &'static str {
+        if self.leased_until.is_some_and(|t| t > now) {
+            "running"
+        } else if self.last_error.is_some() {
+            "failing"
+        } else if self.scanned_until < now - time::Duration::hours(1) {
+            "backfilling"
+        } else {
+            "scheduled"
+        }
+    }
+}
+
 /// A page walk: LookupEvents binds a NextToken to its window, so the window stays fixed until
 /// the last page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +94,27 @@ pub struct LinkableEvent {
     pub occurred_at: OffsetDateTime,
     pub kind: crate::event::EventKind,
     pub read_only: bool,
-    pub region: String,
-    pub event_source: String,
-    pub resources: Vec<String>,
+    pub details: crate::event::Details,
+    pub resources: Vec<crate::event::Resource>,
     pub actor: Option<String>,
+}
+
+/// The import jobs an active connection should have: one per region, each new one starting
+/// `lookback_days` before now (existing jobs keep their progress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPlan {
+    pub account_id: String,
+    pub regions: Vec<String>,
+    pub start: OffsetDateTime,
+}
+
+impl JobPlan {
+    /// `None` for a connection without a registered role: it has no account to import yet.
+    pub fn for_connection(connection: &crate::Connection, now: OffsetDateTime) -> Option<JobPlan> {
+        Some(JobPlan {
+            account_id: connection.account_id.clone()?,
+            regions: connection.settings.regions.clone(),
+            start: now - time::Duration::days(i64::from(connection.settings.lookback_days)),
+        })
+    }
 }

@@ -4,6 +4,8 @@ use globset::{Glob, GlobMatcher};
 
 use crate::connection::EnvironmentRule;
 use crate::environment::EnvironmentSlug;
+use crate::event::{Details, NewEvent, Resource};
+use crate::import::LinkableEvent;
 
 /// What the rules look at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +15,28 @@ pub struct LinkFacts<'a> {
     /// Resource names and ARNs.
     pub resources: Vec<&'a str>,
     pub actor: Option<&'a str>,
+}
+
+impl<'a> LinkFacts<'a> {
+    /// The facts of an item, the same whether it is being imported or re-linked: CloudTrail's
+    /// region and event source come from its typed record.
+    pub fn of(details: &'a Details, resources: &'a [Resource], actor: Option<&'a str>) -> LinkFacts<'a> {
+        let cloudtrail = details.cloudtrail();
+        LinkFacts {
+            region: cloudtrail.map_or("", |d| d.region.as_str()),
+            event_source: cloudtrail.map_or("", |d| d.event_source.as_str()),
+            resources: resources.iter().map(|r| r.name.as_str()).collect(),
+            actor,
+        }
+    }
+
+    pub fn of_event(event: &'a NewEvent) -> LinkFacts<'a> {
+        LinkFacts::of(&event.details, &event.resources, event.actor.as_deref())
+    }
+
+    pub fn of_stored(event: &'a LinkableEvent) -> LinkFacts<'a> {
+        LinkFacts::of(&event.details, &event.resources, event.actor.as_deref())
+    }
 }
 
 struct CompiledRule {

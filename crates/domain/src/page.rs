@@ -30,13 +30,18 @@ pub enum PageError {
     Cursor,
 }
 
+/// A page size: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when not given.
+pub fn parse_limit(limit: Option<i64>) -> Result<u32, PageError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT as i64).contains(&n) => Ok(n as u32),
+        Some(_) => Err(PageError::Limit),
+    }
+}
+
 impl PageRequest {
     pub fn parse(limit: Option<i64>, cursor: Option<&str>) -> Result<Self, PageError> {
-        let limit = match limit {
-            None => DEFAULT_LIMIT,
-            Some(n) if (1..=MAX_LIMIT as i64).contains(&n) => n as u32,
-            Some(_) => return Err(PageError::Limit),
-        };
+        let limit = parse_limit(limit)?;
         let after = match cursor {
             None | Some("") => None,
             Some(c) => Some(decode_id_cursor(c).ok_or(PageError::Cursor)?),

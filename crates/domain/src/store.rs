@@ -1,5 +1,9 @@
-//! The storage trait. Each backend (SQLite, PostgreSQL) implements it in the storage crate, and
-//! one conformance suite holds both to the same behaviour.
+//! The storage traits, one per aggregate. Each backend (SQLite, PostgreSQL) implements them in
+//! the storage crate, and one conformance suite holds both to the same behaviour.
+//!
+//! Every method that touches tenant data takes the caller's organisation and never returns rows
+//! of another: "not found" is the answer for both a missing row and someone else's. Callers
+//! bring the traits into scope with `use domain::store::prelude::*`.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -8,16 +12,17 @@ use uuid::Uuid;
 use crate::aws::ExternalId;
 use crate::connection::{Connection, ConnectionProblem, ConnectionSettings, RegisteredRole};
 use crate::environment::{Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment};
-use crate::event::NewEvent;
-use crate::import::{ImportJob, Lease, PageProgress, RunOutcome};
+use crate::event::{NewEvent, StoredEvent};
+use crate::import::{ImportJob, JobPlan, Lease, LinkableEvent, PageProgress, RelinkJob, RunOutcome};
 use crate::organization::Organization;
 use crate::page::{Page, PageRequest};
+use crate::timeline::{TimelineItem, TimelineQuery};
 use crate::token::{ApiToken, Scopes, TokenHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The worker's lease on an import job passed and another worker may hold it now.
-    #[error("the lease on this import job is lost")]
+    /// The worker's lease on a job passed and another worker may hold it now.
+    #[error("the lease on this job is lost")]
     LeaseLost,
     /// A uniqueness rule was broken; the string names what already exists.
     #[error("{0}")]
@@ -28,13 +33,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Every method that touches tenant data takes the caller's organisation and never returns rows
-/// of another: "not found" is the answer for both a missing row and someone else's.
+/// Organisations, their API tokens and their environments.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Readiness: the database answers and the migrations are applied.
-    async fn ping(&self) -> StoreResult<()>;
-
+pub trait Tenants: Send + Sync {
     async fn create_organization(&self, name: &str) -> StoreResult<Organization>;
     async fn organization_exists(&self) -> StoreResult<bool>;
     async fn get_organization(&self, org_id: Uuid) -> StoreResult<Option<Organization>>;
@@ -56,6 +57,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_environment(&self, org_id: Uuid, env: &NewEnvironment) -> StoreResult<Environment>;
     async fn list_environments(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Environment>>;
     async fn get_environment(&self, org_id: Uuid, env: &EnvironmentRef) -> StoreResult<Option<Environment>>;
+    /// The organisation's environments that `refs` name (by id or slug), in one query, ordered
+    /// by slug; what names nothing of the organisation is absent.
+    async fn find_environments(&self, org_id: Uuid, refs: &[EnvironmentRef]) -> StoreResult<Vec<Environment>>;
     async fn update_environment(
         &self,
         org_id: Uuid,
@@ -63,7 +67,11 @@ pub trait Store: Send + Sync + 'static {
         patch: &EnvironmentPatch,
     ) -> StoreResult<Option<Environment>>;
     async fn delete_environment(&self, org_id: Uuid, env_id: Uuid) -> StoreResult<bool>;
+}
 
+/// AWS connections: settings, generated external IDs, registered roles.
+#[async_trait]
+pub trait Connections: Send + Sync {
     async fn create_connection(
         &self,
         org_id: Uuid,
@@ -99,10 +107,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Connection>>;
     /// The organisation's connections whose registered role is in this account.
     async fn connections_of_account(&self, org_id: Uuid, account_id: &str) -> StoreResult<Vec<Connection>>;
+}
 
-    /// Makes the lease table match an active connection's regions: a job for each new region
-    /// (starting `lookback_days` back), none for removed ones.
-    async fn sync_import_jobs(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<()>;
+/// The importer's lease table (`import_jobs`) and the shared LookupEvents pacing.
+#[async_trait]
+pub trait ImportQueue: Send + Sync {
+    /// Makes the lease table hold exactly `plan`'s regions for the connection: new regions start
+    /// where the plan says, existing ones keep their progress, others are removed.
+    async fn schedule_imports(&self, org_id: Uuid, connection_id: Uuid, plan: &JobPlan) -> StoreResult<()>;
     /// Leases up to `limit` due jobs of active, enabled connections until `lease_until`.
     async fn claim_import_jobs(
         &self,
@@ -130,25 +142,24 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         interval_micros: i64,
     ) -> StoreResult<OffsetDateTime>;
+}
 
-    /// One page of a timeline of one or more environments. The caller has checked that the
-    /// environments are the organisation's; the organisation is checked again here.
-    async fn timeline(
-        &self,
-        org_id: Uuid,
-        query: &crate::timeline::TimelineQuery,
-    ) -> StoreResult<Vec<crate::timeline::TimelineItem>>;
-
+/// Timeline items, whatever their source, and the timeline over them.
+#[async_trait]
+pub trait Events: Send + Sync {
     /// Stores a posted item, or updates the one with the same (source, source_key), and makes
     /// its environment links exactly `event.environment_ids`. Returns its id and whether it is new.
     async fn upsert_event(&self, org_id: Uuid, event: &NewEvent) -> StoreResult<(Uuid, bool)>;
     /// One item with its original record.
-    async fn get_event(
-        &self,
-        org_id: Uuid,
-        event_id: Uuid,
-    ) -> StoreResult<Option<(crate::timeline::TimelineItem, Option<serde_json::Value>)>>;
+    async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>>;
+    /// One page of a timeline of one or more environments. The caller has checked that the
+    /// environments are the organisation's; the organisation is checked again here.
+    async fn timeline(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>>;
+}
 
+/// Re-linking a connection's stored events when its rules change, leased like imports.
+#[async_trait]
+pub trait Relinks: Send + Sync {
     /// Marks a connection's events for re-linking with its current rules.
     async fn request_relink(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<()>;
     /// Leases one connection whose events wait for re-linking.
@@ -157,21 +168,28 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
-    ) -> StoreResult<Option<crate::import::RelinkJob>>;
+    ) -> StoreResult<Option<RelinkJob>>;
     /// The next `limit` events of the connection after `job.after`, by id.
-    async fn linkable_events(
-        &self,
-        job: &crate::import::RelinkJob,
-        limit: u32,
-    ) -> StoreResult<Vec<crate::import::LinkableEvent>>;
+    async fn linkable_events(&self, job: &RelinkJob, limit: u32) -> StoreResult<Vec<LinkableEvent>>;
     /// Replaces the links of these events, moves the re-link's cursor past them (or, with
     /// `done`, marks the version applied) in one transaction, if `owner` still holds the lease.
     async fn relink_batch(
         &self,
-        job: &crate::import::RelinkJob,
+        job: &RelinkJob,
         owner: &str,
-        links: &[(crate::import::LinkableEvent, Vec<Uuid>)],
+        links: &[(LinkableEvent, Vec<Uuid>)],
         done: bool,
         lease_until: OffsetDateTime,
     ) -> StoreResult<()>;
+}
+
+/// The whole store, as the application holds it.
+#[async_trait]
+pub trait Store: Tenants + Connections + ImportQueue + Events + Relinks + Send + Sync + 'static {
+    /// Readiness: the database answers and the migrations are applied.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+pub mod prelude {
+    pub use super::{Connections, Events, ImportQueue, Relinks, Store, Tenants};
 }

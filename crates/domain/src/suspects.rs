@@ -42,8 +42,9 @@ pub fn rank(alert: &TimelineItem, candidates: Vec<TimelineItem>, window: time::D
         .map(|item| {
             let mut reasons = Vec::new();
             let when = minutes_before(alert.occurred_at, item.occurred_at);
-            let name = item.details.get("event_name").and_then(|v| v.as_str()).unwrap_or("");
-            let source = item.details.get("event_source").and_then(|v| v.as_str()).unwrap_or("");
+            let cloudtrail = item.details.cloudtrail();
+            let name = cloudtrail.map_or("", |d| d.event_name.as_str());
+            let source = cloudtrail.map_or("", |d| d.event_source.as_str());
             let mut score = match item.kind {
                 EventKind::Deploy => {
                     reasons.push(format!("deploy of {} {when}", service_of(&item).unwrap_or("a service")));
@@ -89,12 +90,12 @@ pub fn rank(alert: &TimelineItem, candidates: Vec<TimelineItem>, window: time::D
                 score += 0.1;
                 reasons.push("deletes or terminates a resource".to_owned());
             }
-            if let Some(code) = item.details.get("error_code").and_then(|v| v.as_str()) {
+            if let Some(code) = cloudtrail.and_then(|d| d.error_code.clone()) {
                 score += 0.1;
                 reasons.push(format!("failed API call ({code})"));
             }
             if item.kind == EventKind::Deploy {
-                if let Some(status @ ("failed" | "rolled_back")) = item.details.get("status").and_then(|v| v.as_str()) {
+                if let Some(status @ ("failed" | "rolled_back")) = item.details.text("status") {
                     score += 0.1;
                     reasons.push(format!("the deploy {}", status.replace('_', " ")));
                 }
@@ -130,7 +131,7 @@ mod tests {
             resources: vec![],
             labels: service.map(|s| [("service".to_owned(), s.to_owned())].into_iter().collect()).unwrap_or_default(),
             links: vec![],
-            details,
+            details: crate::event::Details::from_stored(kind, details),
         }
     }
 

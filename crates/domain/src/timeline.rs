@@ -7,6 +7,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::event::{EventKind, Link, Resource};
+use crate::page::{Page, PageError};
+use crate::validation::Invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TimelineFilters {
@@ -53,7 +55,146 @@ pub struct TimelineItem {
     pub resources: Vec<Resource>,
     pub labels: std::collections::BTreeMap<String, String>,
     pub links: Vec<Link>,
-    pub details: serde_json::Value,
+    pub details: crate::event::Details,
+}
+
+/// A timeline request as a client writes it (query parameters), before validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct TimelineParams {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    #[serde(default)]
+    pub kind: Vec<String>,
+    pub include_read_only: Option<bool>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub actor: Option<String>,
+    pub source: Option<String>,
+    pub resource: Option<String>,
+    pub q: Option<String>,
+    pub service: Option<String>,
+    #[serde(default)]
+    pub label: Vec<String>,
+}
+
+/// A validated timeline request, for whichever environments it is asked of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineRequest {
+    pub filters: TimelineFilters,
+    pub since: OffsetDateTime,
+    pub until: OffsetDateTime,
+    pub kinds: Vec<EventKind>,
+    pub include_read_only: bool,
+    pub limit: u32,
+    cursor: Option<String>,
+}
+
+const MAX_FILTER_CHARS: usize = 256;
+
+fn parse_time(field: &str, value: Option<&str>, errors: &mut Invalid) -> Option<OffsetDateTime> {
+    let value = value?;
+    match OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            errors.push(field, format!("{value:?} is not an RFC 3339 time like 2026-11-20T14:03:00Z"));
+            None
+        }
+    }
+}
+
+fn filter(field: &str, value: Option<String>, errors: &mut Invalid) -> Option<String> {
+    let value = value.filter(|v| !v.is_empty())?;
+    if value.chars().count() > MAX_FILTER_CHARS || value.contains('\0') {
+        errors.push(field, format!("must be at most {MAX_FILTER_CHARS} characters, without NUL"));
+        return None;
+    }
+    Some(value)
+}
+
+impl TimelineRequest {
+    /// Every problem at once; `since` defaults to 24 hours before `until`, `until` to `now`.
+    pub fn parse(params: TimelineParams, now: OffsetDateTime) -> Result<TimelineRequest, Invalid> {
+        let mut errors = Invalid::default();
+        let until = parse_time("until", params.until.as_deref(), &mut errors);
+        let since = parse_time("since", params.since.as_deref(), &mut errors);
+        let mut kinds = Vec::new();
+        for (i, kind) in params.kind.iter().enumerate() {
+            match EventKind::parse(kind) {
+                Some(k) => kinds.push(k),
+                None => errors.push(
+                    format!("kind[{i}]"),
+                    format!("unknown kind {kind:?}; use cloudtrail, deploy, alert, pull_request or custom"),
+                ),
+            }
+        }
+        let limit =
+            errors.check(crate::page::parse_limit(params.limit).map_err(|e| Invalid::one("limit", e.to_string())));
+        let mut labels = Vec::new();
+        for (i, label) in params.label.iter().enumerate() {
+            match label.split_once(':') {
+                Some((k, v)) if !k.is_empty() && label.len() <= MAX_FILTER_CHARS => {
+                    labels.push((k.to_owned(), v.to_owned()))
+                }
+                _ => errors.push(format!("label[{i}]"), format!("{label:?} is not key:value")),
+            }
+        }
+        let filters = TimelineFilters {
+            actor: filter("actor", params.actor, &mut errors),
+            source: filter("source", params.source, &mut errors),
+            resource: filter("resource", params.resource, &mut errors),
+            text: filter("q", params.q, &mut errors),
+            service: filter("service", params.service, &mut errors),
+            labels,
+        };
+        let until = until.unwrap_or(now);
+        let since = since.unwrap_or(until - time::Duration::hours(24));
+        if since > until {
+            errors.push("since", "must not be after until");
+        }
+        errors.into_result()?;
+        Ok(TimelineRequest {
+            filters,
+            since,
+            until,
+            kinds,
+            include_read_only: params.include_read_only.unwrap_or(false),
+            limit: limit.unwrap_or(crate::page::DEFAULT_LIMIT),
+            cursor: params.cursor.filter(|c| !c.is_empty()),
+        })
+    }
+
+    /// The store's query for these environments: one item more than the page, to know whether
+    /// another follows. A cursor issued for other environments is refused.
+    pub fn query(&self, environment_ids: Vec<Uuid>) -> Result<TimelineQuery, PageError> {
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(cursor) => Some(decode_cursor(&environment_ids, cursor).ok_or(PageError::Cursor)?),
+        };
+        Ok(TimelineQuery {
+            environment_ids,
+            filters: self.filters.clone(),
+            since: self.since,
+            until: self.until,
+            kinds: self.kinds.clone(),
+            include_read_only: self.include_read_only,
+            limit: self.limit + 1,
+            after,
+        })
+    }
+}
+
+impl TimelineQuery {
+    /// The page the overfetched `items` make, with the cursor of the next one.
+    pub fn page(&self, mut items: Vec<TimelineItem>) -> Page<TimelineItem> {
+        let limit = self.limit.saturating_sub(1) as usize;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| encode_cursor(&self.environment_ids, last.occurred_at, last.id))
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
 }
 
 const PREFIX: &str = "tl.";

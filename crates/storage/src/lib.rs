@@ -1,8 +1,9 @@
 //! Storage backends for changetrail, chosen from the database URL's scheme:
 //! `sqlite://…` (embedded, the default) or `postgres://…`.
 //!
-//! Both backends run the same SQL (see [`sql_store`]): only the pool type differs. Migrations
-//! live in `migrations/{sqlite,postgres}` at the workspace root and are applied by [`connect`].
+//! One [`SqlStore`] serves both: every query is written once, in `sql/` (one file per
+//! aggregate), and [`on_pool!`] runs it on whichever pool the URL opened. Migrations live in
+//! `migrations/{sqlite,postgres}` at the workspace root and are applied by [`connect`].
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,26 +14,57 @@ use domain::Store;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+/// Runs `$body` once per backend: with `$pool` bound to that backend's pool and `$db` naming its
+/// `sqlx::Database`. The body is ordinary code at its call site, so a compiler error points at
+/// the line written there, not into a macro; it runs in an `async` block, so its `?` yields the
+/// block's `sqlx::Error` (a transaction dropped on such an error rolls back).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident: $db:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                async { $body }.await
+            }
+            $crate::Pool::Postgres($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                async { $body }.await
+            }
+        }
+    };
+}
+
 mod rows;
+mod sql;
 
-pub use rows::{push_event, EVENT_COLUMNS};
-#[macro_use]
-mod sql_store;
-
-/// The PostgreSQL backend.
-pub struct PostgresStore {
-    pool: sqlx::PgPool,
+enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
-/// The embedded SQLite backend (WAL mode).
-pub struct SqliteStore {
-    pool: sqlx::SqlitePool,
+/// The store on SQLite (WAL mode) or PostgreSQL.
+pub struct SqlStore {
+    pool: Pool,
 }
 
-// PostgreSQL skips jobs another worker is claiming; SQLite has one writer at a time, so the
-// conditional UPDATE is enough there.
-sql_store!(PostgresStore, sqlx::Postgres, "FOR UPDATE OF j SKIP LOCKED");
-sql_store!(SqliteStore, sqlx::Sqlite, "");
+impl SqlStore {
+    /// What a claim adds to its inner SELECT: PostgreSQL skips rows another worker is claiming;
+    /// SQLite has one writer at a time, so the conditional UPDATE is enough there.
+    fn claim_lock(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "",
+            Pool::Postgres(_) => "FOR UPDATE OF j SKIP LOCKED",
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
 
 /// Which backend a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +87,12 @@ impl Backend {
 /// Opens the database the URL names, creating an SQLite file if needed, and applies pending
 /// migrations. The database password, if any, is never logged.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    match Backend::of_url(url)? {
+    Ok(Arc::new(connect_sql(url).await?))
+}
+
+/// [`connect`], keeping the concrete store (for the benchmarks' plans and ceilings).
+pub async fn connect_sql(url: &str) -> anyhow::Result<SqlStore> {
+    let pool = match Backend::of_url(url)? {
         Backend::Sqlite => {
             let options = SqliteConnectOptions::from_str(url)
                 .context("invalid SQLite URL")?
@@ -72,7 +109,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
                 .await
                 .context("cannot open the SQLite database")?;
             sqlx::migrate!("../../migrations/sqlite").run(&pool).await.context("SQLite migrations failed")?;
-            Ok(Arc::new(SqliteStore { pool }))
+            Pool::Sqlite(pool)
         }
         Backend::Postgres => {
             let pool = PgPoolOptions::new()
@@ -82,9 +119,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
                 .await
                 .context("cannot connect to PostgreSQL")?;
             sqlx::migrate!("../../migrations/postgres").run(&pool).await.context("PostgreSQL migrations failed")?;
-            Ok(Arc::new(PostgresStore { pool }))
+            Pool::Postgres(pool)
         }
-    }
+    };
+    Ok(SqlStore { pool })
 }
 
 /// The default database: an SQLite file in the data directory, which is created if missing.

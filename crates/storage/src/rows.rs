@@ -236,9 +236,10 @@ pub struct EventRow {
 
 impl TimelineRow {
     pub fn into_item(self, environments: Vec<String>) -> domain::timeline::TimelineItem {
+        let kind = domain::event::EventKind::parse(&self.kind).unwrap_or(domain::event::EventKind::Custom);
         domain::timeline::TimelineItem {
             id: self.id,
-            kind: domain::event::EventKind::parse(&self.kind).unwrap_or(domain::event::EventKind::Custom),
+            kind,
             source: self.source,
             occurred_at: from_micros(self.occurred_at),
             title: self.title,
@@ -248,53 +249,9 @@ impl TimelineRow {
             resources: self.resources.0,
             labels: self.labels.0,
             links: self.links.0,
-            details: self.details.0,
+            details: domain::event::Details::from_stored(kind, self.details.0),
         }
     }
-}
-
-/// The columns of an event row, in the order [`push_event`] binds them.
-pub const EVENT_COLUMNS: &str =
-    "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, \
-     actor, read_only, resources, labels, links, details, original, created_at, updated_at) ";
-
-/// Binds one event's row for a multi-row `INSERT` built from [`EVENT_COLUMNS`]: the one place
-/// that knows how an event is laid out in a row, for both backends.
-pub fn push_event<'args, DB>(
-    mut row: sqlx::query_builder::Separated<'_, 'args, DB, &'static str>,
-    id: Uuid,
-    org_id: Uuid,
-    e: &domain::event::NewEvent,
-    now: i64,
-) where
-    DB: sqlx::Database,
-    Uuid: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    Option<Uuid>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    Option<String>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    bool: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    sqlx::types::Json<serde_json::Value>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-    Option<sqlx::types::Json<serde_json::Value>>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-{
-    let json = |v: serde_json::Value| sqlx::types::Json(v);
-    row.push_bind(id)
-        .push_bind(org_id)
-        .push_bind(e.kind.as_str().to_owned())
-        .push_bind(e.source.clone())
-        .push_bind(e.source_key.clone())
-        .push_bind(e.connection_id)
-        .push_bind(domain::time_util::to_micros(e.occurred_at))
-        .push_bind(e.title.clone())
-        .push_bind(e.actor.clone())
-        .push_bind(e.read_only)
-        .push_bind(json(serde_json::to_value(&e.resources).unwrap_or_default()))
-        .push_bind(json(serde_json::to_value(&e.labels).unwrap_or_default()))
-        .push_bind(json(serde_json::to_value(&e.links).unwrap_or_default()))
-        .push_bind(json(e.details.clone()))
-        .push_bind(e.original.clone().map(json))
-        .push_bind(now)
-        .push_bind(now);
 }
 
 /// `%value%` for LIKE, with LIKE's own wildcards in the value escaped (`ESCAPE '\'`).

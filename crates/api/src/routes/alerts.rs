@@ -1,19 +1,17 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::event::EventKind;
-use domain::ingest::{alert, AlertInput};
-use domain::timeline::TimelineQuery;
-use domain::{EnvironmentRef, EnvironmentSlug, Scope};
+use domain::posted::{alert, AlertInput};
+use domain::Scope;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ingest::{self, Batch, BatchResponse};
+use super::batch::{self, Batch, BatchResponse};
 use super::path_id;
 use super::timeline::TimelineItemView;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::AppState;
 
@@ -64,7 +62,7 @@ async fn store_alert(
         url: body.url.as_deref(),
         external_id: body.external_id.as_deref(),
     })?;
-    ingest::store(state, caller, posted).await
+    batch::store(state, caller, posted).await
 }
 
 /// Record an alert; a later post with the same (source, external_id) updates its status.
@@ -91,7 +89,7 @@ async fn create_alerts(
     ApiJson(body): ApiJson<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
     caller.require(Scope::Write)?;
-    Ok(Json(ingest::batch(body, |item: CreateAlert| store_alert(&state, &caller, item)).await?))
+    Ok(Json(batch::run(body, |item: CreateAlert| store_alert(&state, &caller, item)).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -116,8 +114,6 @@ pub struct SuspectsResponse {
     pub items: Vec<SuspectView>,
 }
 
-const MAX_SUSPECT_CANDIDATES: u32 = 500;
-
 /// The changes in the alert's environments in the window before it started, ranked, each with
 /// a score and the reasons for it.
 #[utoipa::path(get, path = "/v1/alerts/{id}/suspects", tag = "changes", operation_id = "get_alert_suspects",
@@ -131,41 +127,12 @@ async fn get_alert_suspects(
     ApiQuery(params): ApiQuery<SuspectParams>,
 ) -> ApiResult<Json<SuspectsResponse>> {
     caller.require(Scope::Read)?;
-    let id = path_id(&id, "alert")?;
-    let window_minutes = params.window_minutes.unwrap_or(120);
-    if !(1..=10_080).contains(&window_minutes) {
-        return Err(ApiError::invalid_field("window_minutes", "must be between 1 and 10080 (a week)"));
-    }
-    let (alert, _) = state
-        .store
-        .get_event(caller.org_id, id)
-        .await?
-        .filter(|(i, _)| i.kind == EventKind::Alert)
-        .ok_or_else(|| ApiError::not_found("alert"))?;
-    let window = time::Duration::minutes(window_minutes);
-    let mut environment_ids = Vec::new();
-    for slug in &alert.environments {
-        let Ok(slug) = EnvironmentSlug::parse("env", slug) else { continue };
-        if let Some(env) = state.store.get_environment(caller.org_id, &EnvironmentRef::Slug(slug)).await? {
-            environment_ids.push(env.id);
-        }
-    }
-    let query = TimelineQuery {
-        environment_ids,
-        filters: Default::default(),
-        since: alert.occurred_at - window,
-        until: alert.occurred_at,
-        kinds: vec![EventKind::Deploy, EventKind::Cloudtrail, EventKind::PullRequest, EventKind::Custom],
-        include_read_only: false,
-        limit: MAX_SUSPECT_CANDIDATES,
-        after: None,
-    };
-    let candidates = state.store.timeline(caller.org_id, &query).await?;
-    let ranked = domain::suspects::rank(&alert, candidates, window);
+    let suspects = state.suspects(caller.org_id, path_id(&id, "alert")?, params.window_minutes).await?;
     Ok(Json(SuspectsResponse {
-        alert: alert.into(),
-        window_minutes,
-        items: ranked
+        alert: suspects.alert.into(),
+        window_minutes: suspects.window_minutes,
+        items: suspects
+            .items
             .into_iter()
             .map(|s| SuspectView { item: s.item.into(), score: s.score, reasons: s.reasons })
             .collect(),

@@ -3,14 +3,14 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::ingest::{change, ChangeInput};
+use domain::posted::{change, ChangeInput};
 use domain::Scope;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ingest::{self, Batch, BatchResponse};
+use super::batch::{self, Batch, BatchResponse};
 use super::timeline::TimelineItemView;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, Caller};
@@ -65,7 +65,7 @@ async fn store_change(
         actor: body.actor.as_deref(),
         external_id: body.external_id.as_deref(),
     })?;
-    ingest::store(state, caller, posted).await
+    batch::store(state, caller, posted).await
 }
 
 /// Record a change of any other kind (shaped after FireHydrant's change events).
@@ -92,5 +92,5 @@ async fn create_changes(
     ApiJson(body): ApiJson<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
     caller.require(Scope::Write)?;
-    Ok(Json(ingest::batch(body, |item: CreateChange| store_change(&state, &caller, item)).await?))
+    Ok(Json(batch::run(body, |item: CreateChange| store_change(&state, &caller, item)).await?))
 }

@@ -1,14 +1,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::ingest::{deploy, DeployInput};
+use domain::posted::{deploy, DeployInput};
 use domain::Scope;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ingest::{self, Batch, BatchResponse};
+use super::batch::{self, Batch, BatchResponse};
 use super::timeline::TimelineItemView;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, Caller};
@@ -59,7 +59,7 @@ async fn store_deploy(
         actor: body.actor.as_deref(),
         external_id: body.external_id.as_deref(),
     })?;
-    ingest::store(state, caller, posted).await
+    batch::store(state, caller, posted).await
 }
 
 /// Record a deploy; the same `external_id` updates it (e.g. `started`, then `succeeded`).
@@ -86,5 +86,5 @@ async fn create_deploys(
     ApiJson(body): ApiJson<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
     caller.require(Scope::Write)?;
-    Ok(Json(ingest::batch(body, |item: CreateDeploy| store_deploy(&state, &caller, item)).await?))
+    Ok(Json(batch::run(body, |item: CreateDeploy| store_deploy(&state, &caller, item)).await?))
 }

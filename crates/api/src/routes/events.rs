@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::path_id;
 use super::timeline::TimelineItemView;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::Caller;
 use crate::AppState;
 
@@ -35,8 +35,6 @@ async fn get_event(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EventView>> {
     caller.require(Scope::Read)?;
-    let id = path_id(&id, "event")?;
-    let (item, original) =
-        state.store.get_event(caller.org_id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    Ok(Json(EventView { item: item.into(), original }))
+    let stored = state.event(caller.org_id, path_id(&id, "event")?).await?;
+    Ok(Json(EventView { item: stored.item.into(), original: stored.original }))
 }

@@ -1,13 +1,13 @@
 //! One module per resource, each exporting its router with its OpenAPI paths.
 
 pub mod alerts;
+pub mod batch;
 pub mod changes;
 pub mod connections;
 pub mod deploys;
 pub mod environments;
 pub mod events;
 pub mod health;
-pub mod ingest;
 pub mod timeline;
 pub mod tokens;
 

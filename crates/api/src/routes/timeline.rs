@@ -2,19 +2,17 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use domain::event::EventKind;
-use domain::timeline::{decode_cursor, encode_cursor, TimelineFilters, TimelineItem, TimelineQuery};
-use domain::{Invalid, Scope};
+use domain::timeline::TimelineItem;
+use domain::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::ListResponse;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiQuery, Caller};
 use crate::AppState;
 
@@ -22,15 +20,18 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_timeline)).routes(routes!(get_timelines))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// The query parameters of a timeline, as the OpenAPI document describes them; the handler
+/// reads them as `domain::timeline::TimelineParams`, which validates them.
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes domain::timeline::TimelineParams in the OpenAPI document
 pub struct TimelineParams {
     /// RFC 3339; default: 24 hours before `until`.
     pub since: Option<String>,
     /// RFC 3339; default: now.
     pub until: Option<String>,
     /// Repeatable: `cloudtrail`, `deploy`, `alert`, `pull_request`, `custom`. Default: all.
-    #[serde(default)]
+    #[param(required = false)]
     pub kind: Vec<String>,
     /// Include read-only CloudTrail events (default false).
     pub include_read_only: Option<bool>,
@@ -50,7 +51,7 @@ pub struct TimelineParams {
     /// The `service` label.
     pub service: Option<String>,
     /// Repeatable `key:value`; every one must match the item's labels.
-    #[serde(default)]
+    #[param(required = false)]
     pub label: Vec<String>,
 }
 
@@ -115,109 +116,13 @@ impl From<TimelineItem> for TimelineItemView {
                 .collect(),
             labels: i.labels,
             links: i.links.into_iter().map(|l| LinkView { href: l.href, text: l.text }).collect(),
-            details: i.details,
+            details: i.details.to_json(),
         }
     }
 }
 
-fn parse_time(field: &str, value: Option<&str>, errors: &mut Invalid) -> Option<OffsetDateTime> {
-    let value = value?;
-    match OffsetDateTime::parse(value, &Rfc3339) {
-        Ok(t) => Some(t),
-        Err(_) => {
-            errors.push(field, format!("{value:?} is not an RFC 3339 time like 2026-11-20T14:03:00Z"));
-            None
-        }
-    }
-}
-
-const MAX_FILTER_CHARS: usize = 256;
-const MAX_ENVIRONMENTS: usize = 20;
-
-fn filter(field: &str, value: Option<String>, errors: &mut Invalid) -> Option<String> {
-    let value = value.filter(|v| !v.is_empty())?;
-    if value.chars().count() > MAX_FILTER_CHARS || value.contains('\0') {
-        errors.push(field, format!("must be at most {MAX_FILTER_CHARS} characters, without NUL"));
-        return None;
-    }
-    Some(value)
-}
-
-/// One page of the timeline of `environments` (already checked to be the caller's).
-async fn page(
-    state: &AppState,
-    caller: &Caller,
-    environment_ids: Vec<Uuid>,
-    params: TimelineParams,
-) -> ApiResult<ListResponse<TimelineItemView>> {
-    let mut errors = Invalid::default();
-    let until = parse_time("until", params.until.as_deref(), &mut errors);
-    let since = parse_time("since", params.since.as_deref(), &mut errors);
-    let mut kinds = Vec::new();
-    for (i, kind) in params.kind.iter().enumerate() {
-        match EventKind::parse(kind) {
-            Some(k) => kinds.push(k),
-            None => errors.push(
-                format!("kind[{i}]"),
-                format!("unknown kind {kind:?}; use cloudtrail, deploy, alert, pull_request or custom"),
-            ),
-        }
-    }
-    let limit = match params.limit {
-        None => domain::page::DEFAULT_LIMIT,
-        Some(n) if (1..=domain::page::MAX_LIMIT as i64).contains(&n) => n as u32,
-        Some(_) => {
-            errors.push("limit", format!("must be between 1 and {}", domain::page::MAX_LIMIT));
-            0
-        }
-    };
-    let mut labels = Vec::new();
-    for (i, label) in params.label.iter().enumerate() {
-        match label.split_once(':') {
-            Some((k, v)) if !k.is_empty() && label.len() <= MAX_FILTER_CHARS => {
-                labels.push((k.to_owned(), v.to_owned()))
-            }
-            _ => errors.push(format!("label[{i}]"), format!("{label:?} is not key:value")),
-        }
-    }
-    let filters = TimelineFilters {
-        actor: filter("actor", params.actor, &mut errors),
-        source: filter("source", params.source, &mut errors),
-        resource: filter("resource", params.resource, &mut errors),
-        text: filter("q", params.q, &mut errors),
-        service: filter("service", params.service, &mut errors),
-        labels,
-    };
-    let until = until.unwrap_or_else(domain::time_util::now);
-    let since = since.unwrap_or(until - time::Duration::hours(24));
-    if since > until {
-        errors.push("since", "must not be after until");
-    }
-    errors.into_result()?;
-    let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(cursor) => Some(decode_cursor(&environment_ids, cursor).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "the cursor was not issued by this server for this timeline")
-        })?),
-    };
-    let query = TimelineQuery {
-        environment_ids: environment_ids.clone(),
-        filters,
-        since,
-        until,
-        kinds,
-        include_read_only: params.include_read_only.unwrap_or(false),
-        limit: limit + 1,
-        after,
-    };
-    let mut items = state.store.timeline(caller.org_id, &query).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| encode_cursor(&environment_ids, last.occurred_at, last.id))
-    } else {
-        None
-    };
-    Ok(ListResponse { items: items.into_iter().map(Into::into).collect(), next_cursor })
+fn page_view(page: domain::Page<TimelineItem>) -> ListResponse<TimelineItemView> {
+    ListResponse::from_page(page, TimelineItemView::from)
 }
 
 /// An environment's timeline, newest first: CloudTrail changes, deploys, alerts, pull requests
@@ -234,11 +139,10 @@ async fn get_timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(env): Path<String>,
-    ApiQuery(params): ApiQuery<TimelineParams>,
+    ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
 ) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
     caller.require(Scope::Read)?;
-    let environment = super::environments::find(&state, &caller, &env).await?;
-    Ok(Json(page(&state, &caller, vec![environment.id], params).await?))
+    Ok(Json(page_view(state.timeline(caller.org_id, &env, params).await?)))
 }
 
 /// Several environments' timelines merged, newest first; an item in several appears once.
@@ -251,20 +155,8 @@ async fn get_timelines(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(envs): ApiQuery<EnvironmentsParam>,
-    ApiQuery(params): ApiQuery<TimelineParams>,
+    ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
 ) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
     caller.require(Scope::Read)?;
-    if envs.environment.is_empty() || envs.environment.len() > MAX_ENVIRONMENTS {
-        return Err(ApiError::invalid_field("environment", format!("give 1 to {MAX_ENVIRONMENTS} environments")));
-    }
-    let mut errors = Invalid::default();
-    let mut ids = Vec::new();
-    for (i, env) in envs.environment.iter().enumerate() {
-        match super::environments::find(&state, &caller, env).await {
-            Ok(e) => ids.push(e.id),
-            Err(_) => errors.push(format!("environment[{i}]"), format!("no environment {env:?} in your organisation")),
-        }
-    }
-    errors.into_result()?;
-    Ok(Json(page(&state, &caller, ids, params).await?))
+    Ok(Json(page_view(state.timelines(caller.org_id, &envs.environment, params).await?)))
 }

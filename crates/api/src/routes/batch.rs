@@ -1,9 +1,8 @@
-//! What the posting routes (deploys, alerts, changes) share: resolving environments, storing an
-//! item idempotently, and batches where one bad item never costs the others.
+//! What the posting routes (deploys, alerts, changes) share: one item through the application's
+//! posting path, and batches where one bad item never costs the others.
 
 use axum::http::StatusCode;
-use domain::ingest::Posted;
-use domain::{EnvironmentRef, Invalid};
+use domain::posted::Posted;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,19 +16,9 @@ use crate::AppState;
 pub const MAX_BATCH: usize = 500;
 
 /// Stores a posted item: 201 when new, 200 when its `external_id` updated an existing one.
-pub async fn store(state: &AppState, caller: &Caller, mut posted: Posted) -> ApiResult<(StatusCode, TimelineItemView)> {
-    let mut errors = Invalid::default();
-    for slug in &posted.environments {
-        match state.store.get_environment(caller.org_id, &EnvironmentRef::Slug(slug.clone())).await? {
-            Some(env) => posted.event.environment_ids.push(env.id),
-            None => errors.push("environments", format!("no environment {slug:?} in your organisation")),
-        }
-    }
-    errors.into_result()?;
-    let (id, created) = state.store.upsert_event(caller.org_id, &posted.event).await?;
-    let (item, _) =
-        state.store.get_event(caller.org_id, id).await?.ok_or_else(|| ApiError::internal("a stored item vanished"))?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, item.into()))
+pub async fn store(state: &AppState, caller: &Caller, posted: Posted) -> ApiResult<(StatusCode, TimelineItemView)> {
+    let stored = state.post(caller.org_id, posted).await?;
+    Ok((if stored.created { StatusCode::CREATED } else { StatusCode::OK }, stored.item.into()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -59,7 +48,7 @@ pub struct BatchResponse {
 }
 
 /// Runs `one` on every item; a failing item is reported in its place and the others go on.
-pub async fn batch<T, F, Fut>(batch: Batch, mut one: F) -> ApiResult<BatchResponse>
+pub async fn run<T, F, Fut>(batch: Batch, mut one: F) -> ApiResult<BatchResponse>
 where
     T: DeserializeOwned,
     F: FnMut(T) -> Fut,

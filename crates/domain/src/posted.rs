@@ -7,7 +7,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::environment::EnvironmentSlug;
-use crate::event::{EventKind, Link, NewEvent, Resource};
+use crate::event::{Details, EventKind, Link, NewEvent, Resource};
 use crate::validation::{self, Invalid};
 
 /// An item to store, with the environments (by slug) it belongs to.
@@ -126,10 +126,10 @@ pub fn deploy(input: DeployInput<'_>) -> Result<Posted, Invalid> {
             resources: vec![Resource { resource_type: Some("service".into()), name: service.clone() }],
             labels,
             links,
-            details: json!({
+            details: Details::Other(json!({
                 "service": service, "version": version, "status": input.status, "commit_sha": commit,
                 "finished_at": input.finished_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
-            }),
+            })),
             original: None,
             environment_ids: Vec::new(),
         },
@@ -187,10 +187,10 @@ pub fn alert(input: AlertInput<'_>) -> Result<Posted, Invalid> {
                 .collect(),
             labels,
             links: url.iter().map(|u| Link { href: u.clone(), text: source.clone() }).collect(),
-            details: json!({
+            details: Details::Other(json!({
                 "title": title, "severity": input.severity, "status": input.status, "source": source, "service": service,
                 "resolved_at": input.resolved_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
-            }),
+            })),
             original: None,
             environment_ids: Vec::new(),
         },
@@ -256,7 +256,7 @@ pub fn change(input: ChangeInput<'_>) -> Result<Posted, Invalid> {
                 .collect(),
             labels,
             links,
-            details: json!({ "summary": summary, "services": services }),
+            details: Details::Other(json!({ "summary": summary, "services": services })),
             original: None,
             environment_ids: Vec::new(),
         },

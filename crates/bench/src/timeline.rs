@@ -1,0 +1,325 @@
+//! The timeline benchmark: 10 million items, first pages through HTTP against the store's own
+//! query, a day's walk by cursor, load with wrk, and the plan.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use domain::cloudtrail::{normalize_lookup, LookupEvent, RecordContext};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{aws_for, records, timed, PRINCIPAL};
+
+/// 10 million timeline items over 90 days in 20 environments, shaped after the real records;
+/// first pages through HTTP against the same query through the store, a day's walk, and load.
+pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
+    use domain::timeline::{TimelineFilters, TimelineQuery};
+    let url = std::env::var("CHANGETRAIL_BENCH_DATABASE_URL")
+        .context("set CHANGETRAIL_BENCH_DATABASE_URL to a PostgreSQL database")?;
+    let sql_store = storage::connect_sql(&url).await?;
+    let store: Arc<dyn domain::Store> = storage::connect(&url).await?;
+    let pool = sqlx::PgPool::connect(&url).await?;
+    let org = store.create_organization("timeline bench").await?;
+    let mut envs = Vec::new();
+    for i in 0..20 {
+        envs.push(
+            store
+                .create_environment(org.id, &domain::NewEnvironment::parse(&format!("env {i}"), None, None).unwrap())
+                .await?
+                .id,
+        );
+    }
+
+    // Shapes: the 574 real changes, 60 real reads, and deploys, alerts and custom changes.
+    let records = records()?;
+    let now = domain::time_util::now();
+    let mut shapes: Vec<domain::event::NewEvent> = Vec::new();
+    let changes = records.iter().filter(|r| r["readOnly"] == Value::Bool(false));
+    let reads = records.iter().filter(|r| r["readOnly"] == Value::Bool(true)).take(60);
+    for r in changes.chain(reads) {
+        let lookup = LookupEvent {
+            event_id: r["eventID"].as_str().map(str::to_owned),
+            event_name: r["eventName"].as_str().map(str::to_owned),
+            read_only: r["readOnly"].as_bool().map(|b| b.to_string()),
+            event_source: r["eventSource"].as_str().map(str::to_owned),
+            cloudtrail_event: Some(r.to_string()),
+            ..Default::default()
+        };
+        let context = RecordContext {
+            connection_id: Uuid::nil(),
+            account_id: "222222222222",
+            region: "us-east-1",
+            fallback_time: now,
+        };
+        let mut e = normalize_lookup(&lookup, &context).event;
+        e.original = None;
+        shapes.push(e);
+    }
+    let services = ["checkout-api", "web", "payments", "search", "auth", "inventory"];
+    for (i, status) in
+        ["succeeded", "started", "failed", "rolled_back", "succeeded", "succeeded"].iter().cycle().take(60).enumerate()
+    {
+        let input = domain::posted::DeployInput {
+            environment: Some("env-0"),
+            environments: None,
+            service: services[i % 6],
+            version: &format!("v{i}"),
+            status,
+            started_at: now,
+            finished_at: None,
+            url: None,
+            commit_sha: None,
+            actor: Some("ci"),
+            external_id: None,
+        };
+        shapes.push(domain::posted::deploy(input).map_err(|e| anyhow::anyhow!("{e}"))?.event);
+    }
+    for (i, severity) in ["critical", "error", "warning", "info"].iter().cycle().take(20).enumerate() {
+        let input = domain::posted::AlertInput {
+            environment: Some("env-0"),
+            environments: None,
+            title: "latency above SLO",
+            severity,
+            status: "triggered",
+            started_at: now,
+            resolved_at: None,
+            source: "pagerduty",
+            service: Some(services[i % 6]),
+            url: None,
+            external_id: None,
+        };
+        shapes.push(domain::posted::alert(input).map_err(|e| anyhow::anyhow!("{e}"))?.event);
+    }
+    // A plain table: a TEMP one would live on one of the pool's connections only.
+    sqlx::query("DROP TABLE IF EXISTS bench_shapes").execute(&pool).await?;
+    sqlx::query("CREATE TABLE bench_shapes (n INT, kind TEXT, source TEXT, title TEXT, actor TEXT, read_only BOOLEAN, resources JSONB, labels JSONB, details JSONB, event_source TEXT)").execute(&pool).await?;
+    for (n, e) in shapes.iter().enumerate() {
+        sqlx::query("INSERT INTO bench_shapes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(n as i32)
+            .bind(e.kind.as_str())
+            .bind(&e.source)
+            .bind(&e.title)
+            .bind(&e.actor)
+            .bind(e.read_only)
+            .bind(sqlx::types::Json(&e.resources))
+            .bind(sqlx::types::Json(&e.labels))
+            .bind(sqlx::types::Json(e.details.to_json()))
+            .bind(e.details.event_source())
+            .execute(&pool)
+            .await?;
+    }
+    let span_us: i64 = 90 * 86_400_000_000;
+    let step = span_us / events;
+    let now_us = domain::time_util::to_micros(now);
+    let started = Instant::now();
+    let chunk = 500_000i64;
+    let mut from = 1i64;
+    while from <= events {
+        let to = (from + chunk - 1).min(events);
+        // Time-ordered ids (the time in the leading 48 bits, as UUIDv7), one environment per item:
+        // env-0 is the busy one, with about a third of everything.
+        sqlx::query(
+            "WITH ins AS (
+               INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor, read_only,
+                                   resources, labels, links, details, original, event_source, created_at, updated_at)
+               SELECT (lpad(to_hex(($2 - g * $3) / 1000), 12, '0') || '7' || substr(md5(g::text), 1, 19))::uuid,
+                      $1, s.kind, s.source, 'bench-' || g, NULL, $2 - g * $3 - (g % 997), s.title, s.actor, s.read_only,
+                      s.resources, s.labels, '[]'::jsonb, s.details, NULL, s.event_source, 0, 0
+               FROM generate_series($4::bigint, $5::bigint) g JOIN bench_shapes s ON s.n = (g * 7919) % $6
+               RETURNING id, occurred_at, kind, read_only, substring(source_key from 7)::bigint AS g)
+             INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only)
+             SELECT ($7::uuid[])[CASE WHEN ins.g % 10 < 3 THEN 1 ELSE (ins.g % 20) + 1 END], ins.occurred_at, ins.id, ins.kind, ins.read_only
+             FROM ins",
+        )
+        .bind(org.id).bind(now_us).bind(step).bind(from).bind(to).bind(shapes.len() as i64).bind(&envs)
+        .execute(&pool).await?;
+        eprintln!("  generated {to} of {events} ({:.0} s)", started.elapsed().as_secs_f64());
+        from = to + 1;
+    }
+    sqlx::query("ANALYZE events").execute(&pool).await?;
+    sqlx::query("ANALYZE event_environments").execute(&pool).await?;
+    println!(
+        "timeline: {events} items over 90 days in 20 environments, generated in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The API on this database.
+    let secret = domain::TokenSecret::generate();
+    store.create_token(org.id, "bench", &domain::Scopes::admin(), &secret.display_prefix(), &secret.hash()).await?;
+    let access = Arc::new(api::AwsAccess::new(aws_for("http://127.0.0.1:9").await, Some(PRINCIPAL.into()), None));
+    let state = api::AppState::new(store.clone(), access, Duration::from_secs(1200));
+    let app = api::router(state, &api::HttpSettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let token = secret.expose().to_owned();
+    let busy = envs[0];
+    let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let hour = (now - time::Duration::hours(1), now);
+    let day = (now - time::Duration::days(1), now);
+    let old_day = (now - time::Duration::days(60), now - time::Duration::days(59));
+    /// (name, window, extra query parameters, the same filters for the store, kinds)
+    type Case<'a> =
+        (&'a str, (OffsetDateTime, OffsetDateTime), &'a str, TimelineFilters, Vec<domain::event::EventKind>);
+    let cases: Vec<Case> = vec![
+        ("last hour", hour, "", TimelineFilters::default(), vec![]),
+        ("last day", day, "", TimelineFilters::default(), vec![]),
+        ("a day 60 days ago", old_day, "", TimelineFilters::default(), vec![]),
+        (
+            "last day, kind=deploy",
+            day,
+            "&kind=deploy",
+            TimelineFilters::default(),
+            vec![domain::event::EventKind::Deploy],
+        ),
+        (
+            "last day, actor=bert-jan",
+            day,
+            "&actor=bert-jan",
+            TimelineFilters { actor: Some("bert-jan".into()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "last day, source=ec2.amazonaws.com",
+            day,
+            "&source=ec2.amazonaws.com",
+            TimelineFilters { source: Some("ec2.amazonaws.com".into()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "last day, resource=vpc-",
+            day,
+            "&resource=vpc-",
+            TimelineFilters { resource: Some("vpc-".into()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "last day, q=created",
+            day,
+            "&q=created",
+            TimelineFilters { text: Some("created".into()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "last day, service=checkout-api",
+            day,
+            "&service=checkout-api",
+            TimelineFilters { service: Some("checkout-api".into()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "last day, label=severity:critical",
+            day,
+            "&label=severity:critical",
+            TimelineFilters { labels: vec![("severity".into(), "critical".into())], ..Default::default() },
+            vec![],
+        ),
+    ];
+    println!("  first page (100 items) of the busy environment, 200 runs each: p50 / p99 in ms");
+    println!("  {:<36} {:>14} {:>14} {:>8} {:>6}", "query", "HTTP", "store (SQL)", "p50 ×", "items");
+    for (name, (since, until), extra, f, kinds) in &cases {
+        let url = format!(
+            "{base}/v1/environments/env-0/timeline?limit=100&since={}&until={}{extra}",
+            rfc(*since),
+            rfc(*until)
+        );
+        let (h50, h99, items) = timed(200, || async {
+            let page: Value = http.get(&url).bearer_auth(&token).send().await?.json().await?;
+            Ok(page["items"].as_array().map_or(0, Vec::len))
+        })
+        .await?;
+        let query = TimelineQuery {
+            environment_ids: vec![busy],
+            filters: f.clone(),
+            since: *since,
+            until: *until,
+            kinds: kinds.clone(),
+            include_read_only: false,
+            limit: 101,
+            after: None,
+        };
+        let (s50, s99, _) = timed(200, || async { Ok(store.timeline(org.id, &query).await?.len()) }).await?;
+        println!("  {name:<36} {h50:>6.2} / {h99:>5.2} {s50:>6.2} / {s99:>5.2} {:>8.2} {items:>6}", h50 / s50);
+    }
+
+    // Walking a whole day by cursor.
+    let started = Instant::now();
+    let (mut walked, mut cursor) = (0usize, None::<String>);
+    loop {
+        let mut url =
+            format!("{base}/v1/environments/env-0/timeline?limit=500&since={}&until={}", rfc(day.0), rfc(day.1));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = http.get(&url).bearer_auth(&token).send().await?.json().await?;
+        walked += page["items"].as_array().map_or(0, Vec::len);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    println!(
+        "  walking one day by cursor (pages of 500): {walked} items in {:.2} s = {:.0} items/s",
+        started.elapsed().as_secs_f64(),
+        walked as f64 / started.elapsed().as_secs_f64()
+    );
+
+    // Load: wrk against the last hour's first page, and against POST /v1/deploys.
+    let dir = std::env::temp_dir();
+    let get_url = format!("{base}/v1/environments/env-0/timeline?limit=100&since={}", rfc(hour.0));
+    let wrk = |args: Vec<String>| -> anyhow::Result<String> {
+        let out = std::process::Command::new("wrk")
+            .args(&args)
+            .output()
+            .context("wrk is not installed: apt-get install wrk")?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("Requests/sec") || l.contains("Latency") || l.contains("Non-2xx"))
+            .collect::<Vec<_>>()
+            .join(" | "))
+    };
+    let auth = format!("Authorization: Bearer {token}");
+    println!(
+        "  wrk GET timeline (2 threads, 32 connections, 15 s): {}",
+        wrk(vec!["-t2".into(), "-c32".into(), "-d15s".into(), "-H".into(), auth.clone(), get_url])?
+    );
+    let script = dir.join("changetrail-deploy.lua");
+    std::fs::write(&script, format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{{\"environment\": \"env-1\", \"service\": \"web\", \"version\": \"v1\", \"status\": \"succeeded\", \"started_at\": \"{}\"}}'\n",
+        rfc(now)
+    ))?;
+    println!(
+        "  wrk POST /v1/deploys (2 threads, 32 connections, 15 s): {}",
+        wrk(vec![
+            "-t2".into(),
+            "-c32".into(),
+            "-d15s".into(),
+            "-H".into(),
+            auth,
+            "-s".into(),
+            script.display().to_string(),
+            format!("{base}/v1/deploys")
+        ])?
+    );
+
+    // The plan of the main query, from the store's own SQL (one environment, last day, first page).
+    let query = TimelineQuery {
+        environment_ids: vec![busy],
+        filters: TimelineFilters::default(),
+        since: day.0,
+        until: day.1,
+        kinds: vec![],
+        include_read_only: false,
+        limit: 101,
+        after: None,
+    };
+    let plan = sql_store.explain_timeline(org.id, &query).await?;
+    println!("  plan of the first page (last day, busy environment):");
+    for line in plan {
+        println!("    {line}");
+    }
+    Ok(())
+}

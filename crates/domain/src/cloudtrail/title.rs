@@ -1,0 +1,148 @@
+//! Titles a person reads at a glance: "alice deleted security group sg-0abc (ec2)".
+
+fn split_camel(name: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for c in name.chars() {
+        let starts_word =
+            c.is_uppercase() && words.last().is_some_and(|w| w.chars().last().is_some_and(|p| !p.is_uppercase()));
+        match words.last_mut() {
+            Some(word) if !starts_word => word.push(c),
+            _ => words.push(c.to_string()),
+        }
+    }
+    words
+}
+
+/// Past tense of the verbs event names start with; `None` for verbs read as "called".
+fn past_tense(verb: &str) -> Option<&'static str> {
+    Some(match verb {
+        "Create" => "created",
+        "Delete" => "deleted",
+        "Put" => "put",
+        "Update" => "updated",
+        "Modify" => "modified",
+        "Change" => "changed",
+        "Attach" => "attached",
+        "Detach" => "detached",
+        "Associate" => "associated",
+        "Disassociate" => "disassociated",
+        "Run" => "ran",
+        "Start" => "started",
+        "Stop" => "stopped",
+        "Terminate" => "terminated",
+        "Reboot" => "rebooted",
+        "Authorize" => "authorized",
+        "Revoke" => "revoked",
+        "Add" => "added",
+        "Remove" => "removed",
+        "Set" => "set",
+        "Enable" => "enabled",
+        "Disable" => "disabled",
+        "Assume" => "assumed",
+        "Get" => "read",
+        "List" => "listed",
+        "Describe" => "described",
+        "Tag" => "tagged",
+        "Untag" => "untagged",
+        "Register" => "registered",
+        "Deregister" => "deregistered",
+        "Import" => "imported",
+        "Export" => "exported",
+        "Upload" => "uploaded",
+        "Restore" => "restored",
+        "Reset" => "reset",
+        "Replace" => "replaced",
+        "Apply" => "applied",
+        "Cancel" => "cancelled",
+        "Invoke" => "invoked",
+        "Publish" => "published",
+        "Send" => "sent",
+        "Copy" => "copied",
+        "Accept" => "accepted",
+        "Reject" => "rejected",
+        "Allocate" => "allocated",
+        "Release" => "released",
+        _ => return None,
+    })
+}
+
+/// "alice deleted security group sg-0abc (ec2)"; a failed call reads
+/// "alice tried to delete security group sg-0abc (ec2): AccessDenied".
+pub fn title(
+    actor: Option<&str>,
+    event_name: &str,
+    event_source: &str,
+    resource: Option<&str>,
+    error_code: Option<&str>,
+) -> String {
+    let actor = actor.unwrap_or("someone");
+    let service = event_source.strip_suffix(".amazonaws.com").unwrap_or(event_source);
+    if event_name == "ConsoleLogin" {
+        return match error_code {
+            Some(e) => format!("{actor} failed to sign in to the console ({e})"),
+            None => format!("{actor} signed in to the console"),
+        };
+    }
+    // Drop API version suffixes such as "UpdateFunctionCode20150331v2".
+    let base = event_name.trim_end_matches(|c: char| c.is_ascii_digit() || c == 'v');
+    let base = if base.is_empty() { event_name } else { base };
+    let words = split_camel(base);
+    let object = |from: usize| {
+        let noun = words[from..].iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join(" ");
+        match resource {
+            Some(r) if noun.is_empty() => r.to_owned(),
+            Some(r) => format!("{noun} {r}"),
+            None => noun,
+        }
+    };
+    let (what, verb_past, verb_base) =
+        match words.first().map(String::as_str).and_then(|v| past_tense(v).map(|p| (v, p))) {
+            Some((verb, past)) => (object(1), past.to_owned(), verb.to_lowercase()),
+            None => (
+                resource.map(str::to_owned).unwrap_or_default(),
+                format!("called {event_name}"),
+                format!("call {event_name}"),
+            ),
+        };
+    let what = if what.is_empty() { String::new() } else { format!(" {what}") };
+    match error_code {
+        Some(error) => format!("{actor} tried to {verb_base}{what} ({service}): {error}"),
+        None => format!("{actor} {verb_past}{what} ({service})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_read_like_sentences() {
+        assert_eq!(
+            title(Some("alice"), "DeleteSecurityGroup", "ec2.amazonaws.com", Some("sg-0abc"), None),
+            "alice deleted security group sg-0abc (ec2)"
+        );
+        assert_eq!(
+            title(Some("bob"), "PutBucketPolicy", "s3.amazonaws.com", Some("logs"), None),
+            "bob put bucket policy logs (s3)"
+        );
+        assert_eq!(
+            title(
+                Some("eve"),
+                "AuthorizeSecurityGroupIngress",
+                "ec2.amazonaws.com",
+                Some("sg-1"),
+                Some("UnauthorizedOperation")
+            ),
+            "eve tried to authorize security group ingress sg-1 (ec2): UnauthorizedOperation"
+        );
+        assert_eq!(
+            title(Some("ci"), "UpdateFunctionCode20150331v2", "lambda.amazonaws.com", Some("api"), None),
+            "ci updated function code api (lambda)"
+        );
+        assert_eq!(title(None, "ConsoleLogin", "signin.amazonaws.com", None, None), "someone signed in to the console");
+        assert_eq!(
+            title(Some("x"), "GenerateDataKey", "kms.amazonaws.com", None, None),
+            "x called GenerateDataKey (kms)"
+        );
+    }
+}

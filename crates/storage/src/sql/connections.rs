@@ -1,0 +1,194 @@
+//! AWS connections: settings, generated external IDs, registered roles.
+
+use async_trait::async_trait;
+use domain::connection::ConnectionProblem;
+use domain::store::{Connections, StoreResult};
+use domain::time_util::{now, to_micros};
+use domain::{Connection, ConnectionSettings, ExternalId, Page, PageRequest, RegisteredRole};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::rows::{backend, db_error, ConnectionRow, CONNECTION_COLUMNS};
+use crate::SqlStore;
+
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO connections (id, org_id, name, regions, default_environment, environment_rules, lookback_days,
+             include_read_only, enabled, external_id, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending_role', $11, $11)
+         RETURNING {CONNECTION_COLUMNS}"
+    )
+}
+
+fn update_settings_sql() -> String {
+    format!(
+        "UPDATE connections SET name = $3, regions = $4, default_environment = $5, environment_rules = $6,
+             lookback_days = $7, include_read_only = $8, enabled = $9, updated_at = $10
+         WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
+    )
+}
+
+fn register_role_sql() -> String {
+    format!(
+        "UPDATE connections SET status = 'active', role_arn = $3, account_id = $4, assumed_role_arn = $5,
+             validated_at = $6, last_error_code = NULL, last_error_message = NULL, last_error_at = NULL,
+             updated_at = $6
+         WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
+    )
+}
+
+fn record_problem_sql() -> String {
+    format!(
+        "UPDATE connections SET last_error_code = $3, last_error_message = $4, last_error_at = $5,
+             status = CASE WHEN $6 THEN 'error' ELSE status END, updated_at = $5
+         WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
+    )
+}
+
+#[async_trait]
+impl Connections for SqlStore {
+    async fn create_connection(
+        &self,
+        org_id: Uuid,
+        settings: &ConnectionSettings,
+        external_id: &ExternalId,
+    ) -> StoreResult<Connection> {
+        let (id, at, sql) = (Uuid::now_v7(), to_micros(now()), insert_sql());
+        let row: ConnectionRow = on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql)
+                .bind(id)
+                .bind(org_id)
+                .bind(&settings.name)
+                .bind(Json(&settings.regions))
+                .bind(settings.default_environment.as_ref().map(|s| s.as_str()))
+                .bind(Json(&settings.environment_rules))
+                .bind(i32::from(settings.lookback_days))
+                .bind(settings.include_read_only)
+                .bind(settings.enabled)
+                .bind(external_id.as_str())
+                .bind(at)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(db_error("a connection with this external ID already exists"))?;
+        row.try_into()
+    }
+
+    async fn list_connections(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Connection>> {
+        let select = format!("SELECT {CONNECTION_COLUMNS} FROM connections");
+        let rows: Vec<ConnectionRow> = self.org_page(&select, org_id, page).await?;
+        let items = rows.into_iter().map(TryInto::try_into).collect::<StoreResult<Vec<Connection>>>()?;
+        Ok(Page::from_overfetch(items, page, |c: &Connection| c.id))
+    }
+
+    async fn get_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<Option<Connection>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE org_id = $1 AND id = $2");
+        let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql).bind(org_id).bind(connection_id).fetch_optional(pool).await
+        })
+        .map_err(backend)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn update_connection_settings(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        settings: &ConnectionSettings,
+    ) -> StoreResult<Option<Connection>> {
+        let (at, sql) = (to_micros(now()), update_settings_sql());
+        let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(connection_id)
+                .bind(&settings.name)
+                .bind(Json(&settings.regions))
+                .bind(settings.default_environment.as_ref().map(|s| s.as_str()))
+                .bind(Json(&settings.environment_rules))
+                .bind(i32::from(settings.lookback_days))
+                .bind(settings.include_read_only)
+                .bind(settings.enabled)
+                .bind(at)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(backend)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn delete_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool> {
+        on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM connections WHERE org_id = $1 AND id = $2")
+                .bind(org_id)
+                .bind(connection_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            if deleted {
+                sqlx::query("DELETE FROM events WHERE org_id = $1 AND connection_id = $2")
+                    .bind(org_id)
+                    .bind(connection_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await.map(|()| deleted)
+        })
+        .map_err(backend)
+    }
+
+    async fn register_role(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        role: &RegisteredRole,
+    ) -> StoreResult<Option<Connection>> {
+        let sql = register_role_sql();
+        let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(connection_id)
+                .bind(&role.role_arn)
+                .bind(&role.account_id)
+                .bind(&role.assumed_role_arn)
+                .bind(to_micros(role.validated_at))
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(backend)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn record_connection_problem(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        problem: &ConnectionProblem,
+        mark_error: bool,
+    ) -> StoreResult<Option<Connection>> {
+        let sql = record_problem_sql();
+        let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(connection_id)
+                .bind(&problem.code)
+                .bind(&problem.message)
+                .bind(to_micros(problem.at))
+                .bind(mark_error)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(backend)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn connections_of_account(&self, org_id: Uuid, account_id: &str) -> StoreResult<Vec<Connection>> {
+        let sql =
+            format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE org_id = $1 AND account_id = $2 ORDER BY id");
+        let rows: Vec<ConnectionRow> =
+            on_pool!(self, |pool: Db| sqlx::query_as(&sql).bind(org_id).bind(account_id).fetch_all(pool).await)
+                .map_err(backend)?;
+        rows.into_iter().map(Connection::try_from).collect()
+    }
+}

@@ -1,0 +1,144 @@
+//! Timeline items: how an event is laid out in a row, posted items' upsert, one item in full.
+
+use async_trait::async_trait;
+use domain::event::{NewEvent, StoredEvent};
+use domain::store::{Events, StoreResult};
+use domain::time_util::{now, to_micros};
+use domain::timeline::{TimelineItem, TimelineQuery};
+use sqlx::query_builder::Separated;
+use sqlx::types::Json;
+use sqlx::{Database, Encode, Type};
+use uuid::Uuid;
+
+use super::links::{delete_links, insert_links, LinkRow};
+use crate::rows::{backend, EventRow};
+use crate::SqlStore;
+
+/// The columns of an event row, in the order [`push_event`] binds them.
+pub(super) const INSERT_EVENTS: &str =
+    "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, \
+     actor, read_only, resources, labels, links, details, original, event_source, created_at, updated_at) ";
+
+/// Binds one event's row for a multi-row `INSERT` built from [`INSERT_EVENTS`]: the one place
+/// that knows how an event is laid out in a row.
+pub(super) fn push_event<'args, DB>(
+    mut row: Separated<'_, 'args, DB, &'static str>,
+    id: Uuid,
+    org_id: Uuid,
+    e: &NewEvent,
+    now: i64,
+) where
+    DB: Database,
+    Uuid: Encode<'args, DB> + Type<DB>,
+    Option<Uuid>: Encode<'args, DB> + Type<DB>,
+    String: Encode<'args, DB> + Type<DB>,
+    Option<String>: Encode<'args, DB> + Type<DB>,
+    i64: Encode<'args, DB> + Type<DB>,
+    bool: Encode<'args, DB> + Type<DB>,
+    Json<serde_json::Value>: Encode<'args, DB> + Type<DB>,
+    Option<Json<serde_json::Value>>: Encode<'args, DB> + Type<DB>,
+{
+    let json = |v: serde_json::Value| Json(v);
+    row.push_bind(id)
+        .push_bind(org_id)
+        .push_bind(e.kind.as_str().to_owned())
+        .push_bind(e.source.clone())
+        .push_bind(e.source_key.clone())
+        .push_bind(e.connection_id)
+        .push_bind(to_micros(e.occurred_at))
+        .push_bind(e.title.clone())
+        .push_bind(e.actor.clone())
+        .push_bind(e.read_only)
+        .push_bind(json(serde_json::to_value(&e.resources).unwrap_or_default()))
+        .push_bind(json(serde_json::to_value(&e.labels).unwrap_or_default()))
+        .push_bind(json(serde_json::to_value(&e.links).unwrap_or_default()))
+        .push_bind(json(e.details.to_json()))
+        .push_bind(e.original.clone().map(json))
+        .push_bind(e.details.event_source().map(str::to_owned))
+        .push_bind(now)
+        .push_bind(now);
+}
+
+/// The links an event's `environment_ids` ask for, once it has its id.
+pub(super) fn links_of(event_id: Uuid, e: &NewEvent) -> Vec<LinkRow> {
+    e.environment_ids
+        .iter()
+        .map(|env| LinkRow {
+            environment_id: *env,
+            occurred_at: to_micros(e.occurred_at),
+            event_id,
+            kind: e.kind.as_str(),
+            read_only: e.read_only,
+        })
+        .collect()
+}
+
+const UPSERT_TAIL: &str = " ON CONFLICT (org_id, source, source_key) DO UPDATE SET occurred_at = excluded.occurred_at,
+     title = excluded.title, actor = excluded.actor, resources = excluded.resources,
+     labels = excluded.labels, links = excluded.links, details = excluded.details,
+     event_source = excluded.event_source, updated_at = excluded.updated_at
+ RETURNING id";
+
+const EVENT_IN_FULL: &str =
+    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details, original
+     FROM events WHERE org_id = $1 AND id = $2";
+
+const SLUGS_OF_EVENT: &str =
+    "SELECT env.slug FROM event_environments l JOIN environments env ON env.id = l.environment_id
+     WHERE l.event_id = $1 ORDER BY env.slug";
+
+#[async_trait]
+impl Events for SqlStore {
+    async fn upsert_event(&self, org_id: Uuid, e: &NewEvent) -> StoreResult<(Uuid, bool)> {
+        let new_id = Uuid::now_v7();
+        let at = to_micros(now());
+        let id = on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            // The returned id tells an insert (our new id) from an update (the stored one).
+            let mut upsert = sqlx::QueryBuilder::<Db>::new(INSERT_EVENTS);
+            upsert.push_values(std::iter::once(e), |row, e| push_event(row, new_id, org_id, e, at));
+            upsert.push(UPSERT_TAIL);
+            let (id,): (Uuid,) = upsert.build_query_as().fetch_one(&mut *tx).await?;
+            delete_links::<Db>(&[id]).build().execute(&mut *tx).await?;
+            let links = links_of(id, e);
+            if !links.is_empty() {
+                insert_links::<Db>(&links).build().execute(&mut *tx).await?;
+            }
+            tx.commit().await.map(|()| id)
+        })
+        .map_err(backend)?;
+        Ok((id, id == new_id))
+    }
+
+    async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>> {
+        let row: Option<EventRow> = on_pool!(self, |pool: Db| {
+            sqlx::query_as(EVENT_IN_FULL).bind(org_id).bind(event_id).fetch_optional(pool).await
+        })
+        .map_err(backend)?;
+        let Some(EventRow { item, original }) = row else { return Ok(None) };
+        let slugs: Vec<(String,)> =
+            on_pool!(self, |pool: Db| sqlx::query_as(SLUGS_OF_EVENT).bind(event_id).fetch_all(pool).await)
+                .map_err(backend)?;
+        let item = item.into_item(slugs.into_iter().map(|(s,)| s).collect());
+        Ok(Some(StoredEvent { item, original: original.map(|o| o.0) }))
+    }
+
+    async fn timeline(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>> {
+        self.timeline_page(org_id, query).await
+    }
+}
+
+impl SqlStore {
+    /// The benchmark's ceiling: the same rows in plain multi-row INSERTs of 1,000, with no
+    /// de-duplication, links or progress. Not part of the store's API.
+    pub async fn insert_plain(&self, org_id: Uuid, events: &[NewEvent]) -> anyhow::Result<()> {
+        for chunk in events.chunks(1000) {
+            on_pool!(self, |pool: Db| {
+                let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_EVENTS);
+                insert.push_values(chunk, |row, e| push_event(row, Uuid::now_v7(), org_id, e, 0));
+                insert.build().execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,30 @@
+//! The SQL of every aggregate, written once for both backends: `$n` placeholders, `RETURNING`,
+//! integer times (microseconds), UUIDs bound natively by sqlx.
+
+use async_trait::async_trait;
+use domain::store::StoreResult;
+
+use crate::rows::backend;
+use crate::SqlStore;
+
+mod connections;
+mod events;
+mod imports;
+mod links;
+mod relinks;
+mod tenants;
+pub mod timeline;
+
+/// `SELECT … FROM table` narrowed to one keyset page of an organisation's rows, oldest first:
+/// binds are the organisation, the id to start after, and the limit.
+fn org_page_sql(select: &str) -> String {
+    format!("{select} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+}
+
+#[async_trait]
+impl domain::Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        on_pool!(self, |pool: Db| sqlx::query("SELECT id FROM organizations LIMIT 1").execute(pool).await.map(|_| ()))
+            .map_err(backend)
+    }
+}

@@ -1,0 +1,150 @@
+//! The timeline query: one page of one or more environments, newest first.
+
+use domain::store::StoreResult;
+use domain::time_util::to_micros;
+use domain::timeline::{TimelineItem, TimelineQuery};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use uuid::Uuid;
+
+use crate::rows::{backend, like_pattern, TimelineRow};
+use crate::SqlStore;
+
+/// The page's SQL after `prefix` (`SELECT`, or `EXPLAIN … SELECT` for the benchmark's plan).
+///
+/// Every condition but the filters is on the link table's key or its copied columns, so one
+/// environment's page is a backward range scan of (environment_id, occurred_at, event_id).
+/// Several environments need DISTINCT: an item in two of them is one item.
+fn timeline_sql<'a, DB>(prefix: &str, org_id: Uuid, query: &'a TimelineQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+{
+    let several = query.environment_ids.len() > 1;
+    let mut sql = QueryBuilder::new(prefix);
+    sql.push(if several { " DISTINCT" } else { "" });
+    sql.push(
+        " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels,
+             e.links, e.details
+         FROM event_environments l JOIN events e ON e.id = l.event_id
+         WHERE l.environment_id IN (",
+    );
+    let mut envs = sql.separated(", ");
+    for env in &query.environment_ids {
+        envs.push_bind(*env);
+    }
+    sql.push(")");
+    sql.push(" AND e.org_id = ").push_bind(org_id);
+    sql.push(" AND l.occurred_at >= ").push_bind(to_micros(query.since));
+    sql.push(" AND l.occurred_at <= ").push_bind(to_micros(query.until));
+    if let Some((at, id)) = query.after {
+        sql.push(" AND (l.occurred_at < ").push_bind(to_micros(at));
+        sql.push(" OR (l.occurred_at = ").push_bind(to_micros(at));
+        sql.push(" AND l.event_id < ").push_bind(id).push("))");
+    }
+    let f = &query.filters;
+    if let Some(actor) = &f.actor {
+        sql.push(" AND e.actor = ").push_bind(actor.as_str());
+    }
+    if let Some(source) = &f.source {
+        sql.push(" AND (e.source = ").push_bind(source.as_str());
+        sql.push(" OR e.event_source = ").push_bind(source.as_str()).push(")");
+    }
+    if let Some(resource) = &f.resource {
+        sql.push(" AND CAST(e.resources AS TEXT) LIKE ").push_bind(like_pattern(resource)).push(" ESCAPE '\\'");
+    }
+    if let Some(text) = &f.text {
+        sql.push(" AND LOWER(e.title) LIKE ").push_bind(like_pattern(&text.to_lowercase())).push(" ESCAPE '\\'");
+    }
+    // Labels are free-form key/value pairs: the JSON object is their storage.
+    if let Some(service) = &f.service {
+        sql.push(" AND e.labels ->> 'service' = ").push_bind(service.as_str());
+    }
+    for (key, value) in &f.labels {
+        sql.push(" AND e.labels ->> ").push_bind(key.as_str()).push(" = ").push_bind(value.as_str());
+    }
+    if !query.include_read_only {
+        sql.push(" AND l.read_only = ").push_bind(false);
+    }
+    if !query.kinds.is_empty() {
+        sql.push(" AND l.kind IN (");
+        let mut kinds = sql.separated(", ");
+        for kind in &query.kinds {
+            kinds.push_bind(kind.as_str());
+        }
+        sql.push(")");
+    }
+    sql.push(if several {
+        " ORDER BY e.occurred_at DESC, e.id DESC LIMIT "
+    } else {
+        " ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT "
+    })
+    .push_bind(i64::from(query.limit));
+    sql
+}
+
+fn slugs_sql<'a, DB>(rows: &'a [TimelineRow]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT l.event_id, env.slug FROM event_environments l JOIN environments env ON env.id = l.environment_id
+         WHERE l.event_id IN (",
+    );
+    let mut ids = sql.separated(", ");
+    for row in rows {
+        ids.push_bind(row.id);
+    }
+    sql.push(") ORDER BY env.slug");
+    sql
+}
+
+impl SqlStore {
+    pub(super) async fn timeline_page(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>> {
+        if query.environment_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<TimelineRow> = on_pool!(self, |pool: Db| {
+            timeline_sql::<Db>("SELECT", org_id, query).build_query_as().fetch_all(pool).await
+        })
+        .map_err(backend)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let links: Vec<(Uuid, String)> =
+            on_pool!(self, |pool: Db| slugs_sql::<Db>(&rows).build_query_as().fetch_all(pool).await)
+                .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let slugs = links.iter().filter(|(id, _)| *id == row.id).map(|(_, slug)| slug.clone()).collect();
+                row.into_item(slugs)
+            })
+            .collect())
+    }
+
+    /// The plan the database chooses for a timeline page: `EXPLAIN (ANALYZE, BUFFERS)` on
+    /// PostgreSQL, `EXPLAIN QUERY PLAN` on SQLite. For the benchmark, from the same SQL.
+    pub async fn explain_timeline(&self, org_id: Uuid, query: &TimelineQuery) -> anyhow::Result<Vec<String>> {
+        Ok(match &self.pool {
+            crate::Pool::Postgres(pool) => {
+                let prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT";
+                let plan: Vec<(String,)> =
+                    timeline_sql::<sqlx::Postgres>(prefix, org_id, query).build_query_as().fetch_all(pool).await?;
+                plan.into_iter().map(|(line,)| line).collect()
+            }
+            crate::Pool::Sqlite(pool) => {
+                let plan: Vec<(i64, i64, i64, String)> =
+                    timeline_sql::<sqlx::Sqlite>("EXPLAIN QUERY PLAN SELECT", org_id, query)
+                        .build_query_as()
+                        .fetch_all(pool)
+                        .await?;
+                plan.into_iter().map(|(.., line)| line).collect()
+            }
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! The import job: one run over one (connection, region), window by window, page by page.
+
+use std::time::Duration;
+
+use aws::{CloudTrailReader, LookupError, LookupPage};
+use domain::cloudtrail::{normalize_lookup, RecordContext};
+use domain::connection::ConnectionProblem;
+use domain::import::{ImportJob, Lease, PageProgress, RunOutcome, Walk};
+use domain::linking::LinkFacts;
+use domain::ConnectionStatus;
+use tokio_util::sync::CancellationToken;
+
+use crate::{jitter, Importer, Stop};
+
+fn to_std(d: time::Duration) -> Duration {
+    d.try_into().unwrap_or_default()
+}
+
+impl Importer {
+    pub(crate) async fn run_job(&self, job: ImportJob, shutdown: CancellationToken) {
+        let lease = Lease {
+            org_id: job.org_id,
+            connection_id: job.connection_id,
+            region: job.region.clone(),
+            owner: self.owner.clone(),
+        };
+        let outcome = self.import(&job, &lease, &shutdown).await;
+        let now = domain::time_util::now();
+        let outcome = match outcome {
+            Ok(caught_up) => {
+                let next = if caught_up && !shutdown.is_cancelled() { now + self.settings.interval } else { now };
+                RunOutcome { next_run_at: next, error: None }
+            }
+            Err(Stop::LeaseLost) => {
+                tracing::warn!(connection = %job.connection_id, region = %job.region, "lease lost; another worker has the job");
+                return;
+            }
+            Err(Stop::Denied(message)) => {
+                metrics::counter!("changetrail_import_denied_total").increment(1);
+                let problem = ConnectionProblem { code: "access_denied".into(), message: message.clone(), at: now };
+                let _ = self.store.record_connection_problem(job.org_id, job.connection_id, &problem, true).await;
+                RunOutcome { next_run_at: now + self.settings.denied_retry, error: Some(message) }
+            }
+            Err(Stop::Failed(message)) => {
+                let backoff = Duration::from_secs(30 * 2u64.pow(job.attempts.min(6)));
+                tracing::warn!(connection = %job.connection_id, region = %job.region, error = %message, "import run failed");
+                RunOutcome { next_run_at: now + jitter(backoff), error: Some(message) }
+            }
+        };
+        if let Err(e) = self.store.finish_import_run(&lease, &outcome).await {
+            tracing::warn!(error = %e, "cannot finish import run; its lease will pass");
+        }
+    }
+
+    /// One run: windows until caught up, out of budget, or shut down. `Ok(true)` when caught up.
+    async fn import(&self, job: &ImportJob, lease: &Lease, shutdown: &CancellationToken) -> Result<bool, Stop> {
+        let Some(connection) = self.store.get_connection(job.org_id, job.connection_id).await? else { return Ok(true) };
+        if connection.status != ConnectionStatus::Active || !connection.settings.enabled {
+            return Ok(true);
+        }
+        let linker = self.linker(&connection).await?;
+        let mut creds = self.credentials(&connection).await?;
+        let mut reader = self.aws.cloudtrail_reader(&creds, &job.region);
+        let started = std::time::Instant::now();
+        // Caught up means: scanned to the moment this run began. (Comparing with a "now" that
+        // moves on while the run walks would never be reached.)
+        let run_start = domain::time_util::now();
+        let mut scanned_until = job.scanned_until;
+        let mut walk = job.walk.clone();
+        let mut renewals = 0u32;
+        loop {
+            let now = domain::time_util::now();
+            let current = match walk.take() {
+                Some(w) => w,
+                None => {
+                    if scanned_until >= run_start {
+                        return Ok(true);
+                    }
+                    let end = (scanned_until + self.settings.slice).min(now);
+                    Walk { start: scanned_until - self.settings.overlap, end, next_token: None }
+                }
+            };
+            let mut token = current.next_token.clone();
+            loop {
+                let include_read_only = connection.settings.include_read_only;
+                let page = match self.lookup(&reader, job, &current, token.clone(), include_read_only, shutdown).await {
+                    Ok(page) => page,
+                    Err(LookupError::ExpiredCredentials) if renewals < 3 => {
+                        renewals += 1;
+                        self.credentials.forget(connection.id);
+                        creds = self.credentials(&connection).await?;
+                        reader = self.aws.cloudtrail_reader(&creds, &job.region);
+                        continue;
+                    }
+                    Err(LookupError::InvalidToken) if token.is_some() => {
+                        // The token outlived its walk: walk the window again from its first page.
+                        token = None;
+                        continue;
+                    }
+                    Err(LookupError::Denied(message)) => return Err(Stop::Denied(message)),
+                    Err(LookupError::Throttled) => return Err(Stop::Failed("throttled 50 times in a row".into())),
+                    Err(LookupError::ExpiredCredentials) => {
+                        return Err(Stop::Failed("the role's credentials expired again after renewal".into()))
+                    }
+                    Err(LookupError::InvalidToken) => {
+                        return Err(Stop::Failed("LookupEvents refused a walk with no token".into()))
+                    }
+                    Err(LookupError::Transient(message) | LookupError::Failed(message)) => {
+                        return Err(Stop::Failed(message))
+                    }
+                };
+                let context = RecordContext {
+                    connection_id: connection.id,
+                    account_id: &job.account_id,
+                    region: &job.region,
+                    fallback_time: current.end,
+                };
+                let events: Vec<_> = page
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let mut n = normalize_lookup(e, &context);
+                        n.event.environment_ids = linker.environment_ids(&LinkFacts::of_event(&n.event));
+                        if !n.problems.is_empty() {
+                            tracing::info!(connection = %connection.id, region = %job.region, problems = ?n.problems, "stored a flagged CloudTrail record");
+                        }
+                        n.event
+                    })
+                    .collect();
+                let continue_walk = page.next_token.clone().map(|t| Walk { next_token: Some(t), ..current.clone() });
+                let progress = PageProgress {
+                    continue_walk: continue_walk.clone(),
+                    window_end: current.end,
+                    lease_until: domain::time_util::now() + self.settings.lease,
+                };
+                let inserted = self.store.save_import_page(lease, &events, &progress).await?;
+                metrics::counter!("changetrail_events_imported_total").increment(inserted);
+                if continue_walk.is_none() {
+                    scanned_until = current.end;
+                    let lag = (domain::time_util::now() - scanned_until).as_seconds_f64().max(0.0);
+                    metrics::gauge!("changetrail_import_lag_seconds", "region" => job.region.clone()).set(lag);
+                    break;
+                }
+                token = page.next_token;
+                if shutdown.is_cancelled() || started.elapsed() > self.settings.run_budget {
+                    return Ok(false);
+                }
+            }
+            if shutdown.is_cancelled() || started.elapsed() > self.settings.run_budget {
+                return Ok(scanned_until >= run_start);
+            }
+        }
+    }
+
+    /// One LookupEvents page, paced by the account's shared budget, with retries of throttling
+    /// and transient failures; every other outcome goes to the caller.
+    async fn lookup(
+        &self,
+        reader: &CloudTrailReader,
+        job: &ImportJob,
+        walk: &Walk,
+        token: Option<String>,
+        include_read_only: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<LookupPage, LookupError> {
+        let mut failures = 0u32;
+        let mut throttles = 0u32;
+        loop {
+            let now = domain::time_util::now();
+            let interval = self.settings.call_interval.as_micros() as i64;
+            let slot = self
+                .store
+                .reserve_lookup_slot(&job.account_id, &job.region, now, interval)
+                .await
+                .map_err(|e| LookupError::Failed(e.to_string()))?;
+            if slot > now {
+                tokio::time::sleep(to_std(slot - now)).await;
+            }
+            let result = reader.lookup_page(walk, token.clone(), include_read_only).await;
+            metrics::counter!("changetrail_lookup_calls_total").increment(1);
+            match result {
+                Err(LookupError::Throttled) if throttles < 50 => {
+                    metrics::counter!("changetrail_lookup_throttled_total").increment(1);
+                    throttles += 1;
+                    let wait = jitter(Duration::from_millis(500 * 2u64.pow(throttles.min(5))));
+                    tokio::time::sleep(wait.min(Duration::from_secs(20))).await;
+                }
+                Err(LookupError::Transient(_)) if failures < self.settings.max_retries && !shutdown.is_cancelled() => {
+                    failures += 1;
+                    metrics::counter!("changetrail_lookup_retries_total").increment(1);
+                    tokio::time::sleep(jitter(Duration::from_millis(100 * 2u64.pow(failures.min(8))))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}

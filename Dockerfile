@@ -2,7 +2,8 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p changetrail
+# The production image leaves out the AWS stand-in that `demo` and `dev aws-standin` need.
+RUN cargo build --release --locked -p changetrail --no-default-features
 
 FROM debian:bookworm-slim
 # ca-certificates for TLS to AWS and PostgreSQL; curl for the compose health check.

@@ -1,6 +1,7 @@
 //! The `changetrail` binary's commands, as a library so tests can run them in-process.
 
 pub mod config;
+#[cfg(feature = "standin")]
 pub mod dev;
 
 use std::sync::Arc;

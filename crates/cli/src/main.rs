@@ -42,14 +42,17 @@ enum Command {
     },
     /// Try changetrail without AWS: a stand-in seeded with real CloudTrail records, the API and
     /// the worker, an environment and an active connection; prints the curl of the timeline.
+    #[cfg(feature = "standin")]
     Demo,
     /// Tools for trying changetrail without AWS.
+    #[cfg(feature = "standin")]
     Dev {
         #[command(subcommand)]
         command: DevCommand,
     },
 }
 
+#[cfg(feature = "standin")]
 #[derive(Subcommand)]
 enum DevCommand {
     /// Serve a local stand-in for AWS STS and CloudTrail; point AWS_ENDPOINT_URL at it.
@@ -88,9 +91,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", api::openapi_document().to_pretty_json()?);
             return Ok(());
         }
+        #[cfg(feature = "standin")]
         Command::Dev { command: DevCommand::AwsStandin { listen } } => {
             return changetrail::dev::run_standin(listen).await
         }
+        #[cfg(feature = "standin")]
         Command::Demo => {
             let config = Config::from_env()?;
             init_logging(&config);
@@ -102,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&config);
     let store = open_store(&config).await?;
     match cli.command {
-        Command::Openapi | Command::Dev { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Openapi => unreachable!("handled above"),
+        #[cfg(feature = "standin")]
+        Command::Dev { .. } | Command::Demo => unreachable!("handled above"),
         Command::Migrate => {
             println!("migrations applied");
             Ok(())

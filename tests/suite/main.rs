@@ -39,6 +39,7 @@ macro_rules! app_or_skip {
 
 mod bad_input;
 mod conformance;
+mod conformance_work;
 mod connections;
 mod environments;
 mod importer;

@@ -8,7 +8,6 @@ use time::OffsetDateTime;
 use crate::sts::account_of;
 use crate::*;
 
-
 fn json_error(status: u16, error_type: &str, message: &str) -> Response {
     let body = serde_json::json!({"__type": error_type, "message": message}).to_string();
     (

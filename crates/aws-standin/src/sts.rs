@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::*;
 
-
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 fn xml_escape(s: &str) -> String {

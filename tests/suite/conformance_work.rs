@@ -1,0 +1,367 @@
+//! The storage conformance suite, continued: the import lease table, the timeline query and
+//! re-linking, held to one behaviour on every backend.
+
+use std::sync::Arc;
+
+use domain::cloudtrail::{normalize, RecordContext};
+use domain::connection::ConnectionSettings;
+use domain::event::{EventKind, NewEvent};
+use domain::import::{JobPlan, Lease, PageProgress, RunOutcome, Walk};
+use domain::store::StoreError;
+use domain::timeline::{TimelineFilters, TimelineQuery};
+use domain::{Connection, Environment, ExternalId, NewEnvironment, RegisteredRole, Store};
+use serde_json::json;
+use test_support::Backend;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+on_both_backends!(
+    import_jobs_follow_their_plan_and_are_leased_to_one_worker,
+    an_import_page_is_stored_only_under_its_lease,
+    finished_runs_free_the_lease_and_schedule_the_next,
+    timeline_pages_follow_cursors_and_filters,
+    several_environments_merge_without_duplicates,
+    relinking_replaces_links_under_its_lease,
+);
+
+const ACCOUNT: &str = "222222222222";
+
+/// An organisation with environments `prod` and `staging`, and an active connection.
+async fn setup(store: &Arc<dyn Store>, regions: &[&str]) -> (Uuid, Environment, Environment, Connection) {
+    let org = store.create_organization("acme").await.unwrap().id;
+    let prod = store.create_environment(org, &NewEnvironment::parse("prod", None, None).unwrap()).await.unwrap();
+    let staging = store.create_environment(org, &NewEnvironment::parse("staging", None, None).unwrap()).await.unwrap();
+    let settings = ConnectionSettings {
+        name: "prod account".into(),
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+        ..ConnectionSettings::new_connection()
+    };
+    let created = store.create_connection(org, &settings, &ExternalId::generate()).await.unwrap();
+    let role = RegisteredRole {
+        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/r"),
+        account_id: ACCOUNT.into(),
+        assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/r/s"),
+        validated_at: domain::time_util::now(),
+    };
+    let active = store.register_role(org, created.id, &role).await.unwrap().unwrap();
+    (org, prod, staging, active)
+}
+
+/// A CloudTrail change at `at`, normalised as an import would, linked to `envs`.
+fn change(
+    connection: &Connection,
+    name: &str,
+    source: &str,
+    actor: &str,
+    at: OffsetDateTime,
+    envs: &[Uuid],
+) -> NewEvent {
+    let record = json!({
+        "eventID": Uuid::new_v4().to_string(), "eventName": name, "eventSource": source,
+        "eventTime": at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "readOnly": false, "awsRegion": "us-east-1", "recipientAccountId": ACCOUNT,
+        "userIdentity": {"type": "IAMUser", "userName": actor},
+        "requestParameters": {"groupId": format!("sg-{}", &name.to_lowercase()[..3])}
+    });
+    let context =
+        RecordContext { connection_id: connection.id, account_id: ACCOUNT, region: "us-east-1", fallback_time: at };
+    let mut event = normalize(&record, &context).event;
+    event.environment_ids = envs.to_vec();
+    event
+}
+
+fn lease(org: Uuid, connection: &Connection, region: &str, owner: &str) -> Lease {
+    Lease { org_id: org, connection_id: connection.id, region: region.into(), owner: owner.into() }
+}
+
+fn query(envs: Vec<Uuid>, limit: u32) -> TimelineQuery {
+    let now = domain::time_util::now();
+    TimelineQuery {
+        environment_ids: envs,
+        filters: TimelineFilters::default(),
+        since: now - Duration::days(1),
+        until: now + Duration::minutes(1),
+        kinds: vec![],
+        include_read_only: false,
+        limit,
+        after: None,
+    }
+}
+
+async fn import_jobs_follow_their_plan_and_are_leased_to_one_worker(backend: Backend) {
+    let db = db_or_skip!(backend, "import_jobs_follow_their_plan_and_are_leased_to_one_worker");
+    let (org, _, _, connection) = setup(&db.store, &["us-east-1", "eu-west-1"]).await;
+    let now = domain::time_util::now();
+    let plan = JobPlan::for_connection(&connection, now).unwrap();
+    assert_eq!(plan.start, now - Duration::days(7), "a new connection backfills its lookback days");
+    db.store.schedule_imports(org, connection.id, &plan).await.unwrap();
+    let jobs = db.store.list_import_jobs(org, connection.id).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.region.as_str()).collect::<Vec<_>>(), ["eu-west-1", "us-east-1"]);
+    assert!(jobs.iter().all(|j| j.scanned_until == plan.start && j.account_id == ACCOUNT && j.walk.is_none()));
+
+    let later = now + Duration::seconds(1);
+    let claimed = db.store.claim_import_jobs("w1", later, later + Duration::minutes(1), 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let again = db.store.claim_import_jobs("w2", later, later + Duration::minutes(1), 10).await.unwrap();
+    assert!(again.is_empty(), "a leased job is nobody else's");
+    let after_lease = later + Duration::minutes(2);
+    let taken = db.store.claim_import_jobs("w2", after_lease, after_lease + Duration::minutes(1), 1).await.unwrap();
+    assert_eq!(taken.len(), 1, "a passed lease is free again, and the limit holds");
+
+    // A region taken off the plan loses its job; one left keeps its progress.
+    let narrower = JobPlan { regions: vec!["us-east-1".into()], start: now, ..plan };
+    db.store.schedule_imports(org, connection.id, &narrower).await.unwrap();
+    let jobs = db.store.list_import_jobs(org, connection.id).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].scanned_until, now - Duration::days(7), "an existing job keeps its checkpoint");
+
+    // Disabled connections are not imported.
+    let disabled = ConnectionSettings { enabled: false, ..connection.settings.clone() };
+    db.store.update_connection_settings(org, connection.id, &disabled).await.unwrap();
+    let far = now + Duration::hours(1);
+    assert!(db.store.claim_import_jobs("w3", far, far + Duration::minutes(1), 10).await.unwrap().is_empty());
+    assert!(db.store.list_import_jobs(Uuid::now_v7(), connection.id).await.unwrap().is_empty(), "scoped to the org");
+}
+
+async fn an_import_page_is_stored_only_under_its_lease(backend: Backend) {
+    let db = db_or_skip!(backend, "an_import_page_is_stored_only_under_its_lease");
+    let (org, prod, _, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    db.store.schedule_imports(org, connection.id, &JobPlan::for_connection(&connection, now).unwrap()).await.unwrap();
+    // Claimed once due: scheduling made it due at the moment it ran.
+    let now = domain::time_util::now();
+    db.store.claim_import_jobs("w1", now, now + Duration::seconds(30), 1).await.unwrap();
+
+    let events: Vec<NewEvent> = (0..3)
+        .map(|i| {
+            change(
+                &connection,
+                "DeleteSecurityGroup",
+                "ec2.amazonaws.com",
+                "alice",
+                now - Duration::minutes(i),
+                &[prod.id],
+            )
+        })
+        .collect();
+    let walk = Walk { start: now - Duration::hours(1), end: now, next_token: Some("page-2".into()) };
+    let progress =
+        PageProgress { continue_walk: Some(walk.clone()), window_end: now, lease_until: now + Duration::seconds(30) };
+    let mine = lease(org, &connection, "us-east-1", "w1");
+    assert_eq!(db.store.save_import_page(&mine, &events, &progress).await.unwrap(), 3);
+    assert_eq!(
+        db.store.save_import_page(&mine, &events, &progress).await.unwrap(),
+        0,
+        "the same events are stored once"
+    );
+    let job = db.store.list_import_jobs(org, connection.id).await.unwrap().remove(0);
+    assert_eq!((job.walk, job.events_imported), (Some(walk), 3), "the walk resumes from its stored token");
+    assert_eq!(
+        db.store.timeline(org, &query(vec![prod.id], 10)).await.unwrap().len(),
+        3,
+        "linked in the same transaction"
+    );
+
+    // Another worker takes the job once the lease passes; the old holder's page is refused whole.
+    let past = now + Duration::minutes(1);
+    db.store.claim_import_jobs("w2", past, past + Duration::minutes(1), 1).await.unwrap();
+    let late = vec![change(&connection, "CreateBucket", "s3.amazonaws.com", "bob", now, &[prod.id])];
+    let done = PageProgress { continue_walk: None, window_end: now, lease_until: past };
+    let refused = db.store.save_import_page(&mine, &late, &done).await;
+    assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
+    assert_eq!(
+        db.store.timeline(org, &query(vec![prod.id], 10)).await.unwrap().len(),
+        3,
+        "nothing of the refused page"
+    );
+
+    // The last page of a window moves the checkpoint to its end and ends the walk.
+    let theirs = lease(org, &connection, "us-east-1", "w2");
+    assert_eq!(db.store.save_import_page(&theirs, &late, &done).await.unwrap(), 1);
+    let job = db.store.list_import_jobs(org, connection.id).await.unwrap().remove(0);
+    assert_eq!((job.scanned_until, job.walk, job.events_imported), (now, None, 4));
+}
+
+async fn finished_runs_free_the_lease_and_schedule_the_next(backend: Backend) {
+    let db = db_or_skip!(backend, "finished_runs_free_the_lease_and_schedule_the_next");
+    let (org, _, _, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    db.store.schedule_imports(org, connection.id, &JobPlan::for_connection(&connection, now).unwrap()).await.unwrap();
+    // Claimed once due: scheduling made it due at the moment it ran.
+    let now = domain::time_util::now();
+    db.store.claim_import_jobs("w1", now, now + Duration::minutes(1), 1).await.unwrap();
+    let mine = lease(org, &connection, "us-east-1", "w1");
+
+    let failed = RunOutcome { next_run_at: now + Duration::minutes(5), error: Some("LookupEvents failed".into()) };
+    db.store.finish_import_run(&mine, &failed).await.unwrap();
+    let job = db.store.list_import_jobs(org, connection.id).await.unwrap().remove(0);
+    assert_eq!((job.leased_until, job.attempts, job.last_error.as_deref()), (None, 1, Some("LookupEvents failed")));
+    assert_eq!(job.next_run_at, failed.next_run_at);
+    assert!(
+        db.store.claim_import_jobs("w2", now, now + Duration::minutes(1), 1).await.unwrap().is_empty(),
+        "not due yet"
+    );
+
+    assert!(db.store.request_import(org, connection.id).await.unwrap(), "sync makes it due now");
+    assert!(!db.store.request_import(Uuid::now_v7(), connection.id).await.unwrap(), "not another org's");
+    let soon = domain::time_util::now() + Duration::seconds(1);
+    assert_eq!(db.store.claim_import_jobs("w2", soon, soon + Duration::minutes(1), 1).await.unwrap().len(), 1);
+    let theirs = lease(org, &connection, "us-east-1", "w2");
+    db.store.finish_import_run(&theirs, &RunOutcome { next_run_at: soon, error: None }).await.unwrap();
+    let job = db.store.list_import_jobs(org, connection.id).await.unwrap().remove(0);
+    assert_eq!((job.attempts, job.last_error), (0, None), "a success resets the backoff");
+    assert!(job.last_success_at.is_some());
+
+    // A stopping worker frees what it holds.
+    let claim_at = soon + Duration::seconds(1);
+    db.store.claim_import_jobs("w3", claim_at, claim_at + Duration::hours(1), 1).await.unwrap();
+    db.store.release_leases("w3").await.unwrap();
+    assert_eq!(db.store.claim_import_jobs("w4", claim_at, claim_at + Duration::minutes(1), 1).await.unwrap().len(), 1);
+}
+
+async fn timeline_pages_follow_cursors_and_filters(backend: Backend) {
+    let db = db_or_skip!(backend, "timeline_pages_follow_cursors_and_filters");
+    let (org, prod, staging, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    let mut events = Vec::new();
+    for i in 0..7 {
+        let (name, source, actor) = if i % 2 == 0 {
+            ("DeleteSecurityGroup", "ec2.amazonaws.com", "alice")
+        } else {
+            ("PutBucketPolicy", "s3.amazonaws.com", "bob")
+        };
+        events.push(change(&connection, name, source, actor, now - Duration::minutes(i), &[prod.id]));
+    }
+    events.push(change(&connection, "CreateUser", "iam.amazonaws.com", "carol", now, &[staging.id]));
+    for e in &events {
+        db.store.upsert_event(org, e).await.unwrap();
+    }
+    let deploy = domain::posted::deploy(domain::posted::DeployInput {
+        environment: Some("prod"),
+        environments: None,
+        service: "checkout-api",
+        version: "v2",
+        status: "succeeded",
+        started_at: now - Duration::seconds(30),
+        finished_at: None,
+        url: None,
+        commit_sha: None,
+        actor: Some("ci"),
+        external_id: None,
+    })
+    .unwrap();
+    db.store.upsert_event(org, &NewEvent { environment_ids: vec![prod.id], ..deploy.event }).await.unwrap();
+
+    // Pages of 3 by cursor: newest first, every item of prod once, none of staging.
+    let mut seen = Vec::new();
+    let mut q = query(vec![prod.id], 4);
+    loop {
+        let page = q.page(db.store.timeline(org, &q).await.unwrap());
+        seen.extend(page.items.iter().map(|i| (i.occurred_at, i.id)));
+        match page.items.last() {
+            Some(last) if page.next_cursor.is_some() => q.after = Some((last.occurred_at, last.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), 8);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "strictly newest first");
+    assert_eq!(
+        db.store.timeline(Uuid::now_v7(), &query(vec![prod.id], 50)).await.unwrap(),
+        vec![],
+        "another org sees nothing"
+    );
+
+    let filtered = |f: TimelineFilters| {
+        let store = db.store.clone();
+        let q = TimelineQuery { filters: f, ..query(vec![prod.id], 50) };
+        async move { store.timeline(org, &q).await.unwrap() }
+    };
+    let by_actor = filtered(TimelineFilters { actor: Some("alice".into()), ..Default::default() }).await;
+    assert_eq!(by_actor.len(), 4);
+    let by_source = filtered(TimelineFilters { source: Some("s3.amazonaws.com".into()), ..Default::default() }).await;
+    assert_eq!(by_source.len(), 3, "a CloudTrail event source");
+    assert!(by_source.iter().all(|i| i.details.event_source() == Some("s3.amazonaws.com")));
+    let by_item_source = filtered(TimelineFilters { source: Some("deploy".into()), ..Default::default() }).await;
+    assert_eq!(by_item_source.len(), 1, "an item's own source");
+    let by_resource = filtered(TimelineFilters { resource: Some("sg-del".into()), ..Default::default() }).await;
+    assert_eq!(by_resource.len(), 4);
+    let wildcard = filtered(TimelineFilters { resource: Some("sg-%".into()), ..Default::default() }).await;
+    assert!(wildcard.is_empty(), "LIKE wildcards are matched literally");
+    let by_text = filtered(TimelineFilters { text: Some("BUCKET POLICY".into()), ..Default::default() }).await;
+    assert_eq!(by_text.len(), 3, "title words, case-insensitive");
+    let by_service = filtered(TimelineFilters { service: Some("checkout-api".into()), ..Default::default() }).await;
+    assert_eq!(by_service.iter().map(|i| i.kind).collect::<Vec<_>>(), [EventKind::Deploy]);
+    let by_label =
+        filtered(TimelineFilters { labels: vec![("aws.service".into(), "ec2".into())], ..Default::default() }).await;
+    assert_eq!(by_label.len(), 4);
+    let deploys = TimelineQuery { kinds: vec![EventKind::Deploy], ..query(vec![prod.id], 50) };
+    assert_eq!(db.store.timeline(org, &deploys).await.unwrap().len(), 1);
+    let window = TimelineQuery { since: now - Duration::seconds(90), ..query(vec![prod.id], 50) };
+    assert_eq!(db.store.timeline(org, &window).await.unwrap().len(), 3, "since bounds the window");
+}
+
+async fn several_environments_merge_without_duplicates(backend: Backend) {
+    let db = db_or_skip!(backend, "several_environments_merge_without_duplicates");
+    let (org, prod, staging, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    let both = change(&connection, "DeleteBucket", "s3.amazonaws.com", "alice", now, &[prod.id, staging.id]);
+    let only_staging =
+        change(&connection, "CreateUser", "iam.amazonaws.com", "bob", now - Duration::minutes(1), &[staging.id]);
+    db.store.upsert_event(org, &both).await.unwrap();
+    db.store.upsert_event(org, &only_staging).await.unwrap();
+    let merged = db.store.timeline(org, &query(vec![prod.id, staging.id], 50)).await.unwrap();
+    assert_eq!(merged.len(), 2, "an item in two environments is one item");
+    assert_eq!(merged[0].environments, ["prod", "staging"]);
+    assert_eq!(merged[1].environments, ["staging"]);
+}
+
+async fn relinking_replaces_links_under_its_lease(backend: Backend) {
+    let db = db_or_skip!(backend, "relinking_replaces_links_under_its_lease");
+    let (org, prod, staging, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    db.store.schedule_imports(org, connection.id, &JobPlan::for_connection(&connection, now).unwrap()).await.unwrap();
+    // Claimed once due: scheduling made it due at the moment it ran.
+    let now = domain::time_util::now();
+    db.store.claim_import_jobs("importer", now, now + Duration::minutes(1), 1).await.unwrap();
+    let events: Vec<NewEvent> = (0..5)
+        .map(|i| {
+            change(&connection, "RunInstances", "ec2.amazonaws.com", "alice", now - Duration::minutes(i), &[prod.id])
+        })
+        .collect();
+    let progress = PageProgress { continue_walk: None, window_end: now, lease_until: now + Duration::minutes(1) };
+    db.store.save_import_page(&lease(org, &connection, "us-east-1", "importer"), &events, &progress).await.unwrap();
+
+    assert!(db.store.claim_relink("w1", now, now + Duration::minutes(1)).await.unwrap().is_none(), "nothing asked yet");
+    db.store.request_relink(org, connection.id).await.unwrap();
+    let job = db.store.claim_relink("w1", now, now + Duration::minutes(1)).await.unwrap().expect("a re-link is due");
+    assert!(db.store.claim_relink("w2", now, now + Duration::minutes(1)).await.unwrap().is_none(), "leased to w1");
+
+    let first = db.store.linkable_events(&job, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    let details = first[0].details.cloudtrail().expect("typed CloudTrail details come back");
+    assert_eq!((details.region.as_str(), details.event_source.as_str()), ("us-east-1", "ec2.amazonaws.com"));
+    let links: Vec<_> = first.into_iter().map(|e| (e, vec![staging.id])).collect();
+    db.store.relink_batch(&job, "w1", &links, false, now + Duration::minutes(1)).await.unwrap();
+    let job = domain::import::RelinkJob { after: links.last().map(|(e, _)| e.id), ..job };
+    let rest = db.store.linkable_events(&job, 3).await.unwrap();
+    assert_eq!(rest.len(), 2, "the batch moved the cursor past the first three");
+
+    // The rules change again mid-way: the old re-link's batch is refused and starts over.
+    db.store.request_relink(org, connection.id).await.unwrap();
+    let stale: Vec<_> = rest.into_iter().map(|e| (e, vec![staging.id])).collect();
+    let refused = db.store.relink_batch(&job, "w1", &stale, true, now + Duration::minutes(1)).await;
+    assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
+
+    // The superseded lease runs out before anyone takes the new version.
+    let later = now + Duration::minutes(2);
+    let renewed =
+        db.store.claim_relink("w2", later, later + Duration::minutes(1)).await.unwrap().expect("the new version");
+    assert_eq!(renewed.after, None, "a new version starts from the first event");
+    let all: Vec<_> =
+        db.store.linkable_events(&renewed, 50).await.unwrap().into_iter().map(|e| (e, vec![staging.id])).collect();
+    db.store.relink_batch(&renewed, "w2", &all, true, later + Duration::minutes(1)).await.unwrap();
+    assert!(db.store.timeline(org, &query(vec![prod.id], 50)).await.unwrap().is_empty(), "old links are gone");
+    assert_eq!(db.store.timeline(org, &query(vec![staging.id], 50)).await.unwrap().len(), 5);
+    let much_later = later + Duration::minutes(5);
+    assert!(db.store.claim_relink("w3", much_later, much_later).await.unwrap().is_none(), "done");
+}

@@ -47,5 +47,6 @@ mod isolation;
 mod moto;
 mod project_files;
 mod setup_tools;
+mod snapshots;
 mod timeline;
 mod tokens;

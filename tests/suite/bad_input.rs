@@ -245,7 +245,14 @@ async fn timeline_parameters_are_checked(backend: Backend) {
     let (s, p) = app.get(&format!("{base}?kind=incident"), t).await;
     assert_eq!((s, p["code"].as_str()), (422, Some("validation_failed")), "{p}");
     let prod_id: uuid::Uuid = prod["id"].as_str().unwrap().parse().unwrap();
-    let prod_cursor = domain::timeline::encode_cursor(&[prod_id], domain::time_util::now(), uuid::Uuid::now_v7());
+    let now = domain::time_util::now();
+    let position = domain::timeline::CursorPosition {
+        since: now - time::Duration::days(1),
+        until: now,
+        occurred_at: now,
+        id: uuid::Uuid::now_v7(),
+    };
+    let prod_cursor = domain::timeline::encode_cursor(&[prod_id], &position);
     let (s, p) = app.get(&format!("/v1/environments/staging/timeline?cursor={prod_cursor}"), t).await;
     assert_eq!((s, p["code"].as_str()), (400, Some("invalid_cursor")), "another environment's cursor: {p}");
     let (s, p) = app.get(&format!("{base}?cursor=dGwuZ2FyYmFnZQ"), t).await;

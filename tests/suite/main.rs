@@ -42,6 +42,7 @@ mod conformance;
 mod conformance_work;
 mod connections;
 mod environments;
+mod hardening;
 mod importer;
 mod isolation;
 mod moto;

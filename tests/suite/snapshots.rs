@@ -3,7 +3,6 @@
 //! file insta writes beside the snapshot); CI fails until the snapshot is accepted.
 
 use domain::cloudtrail::{normalize, RecordContext};
-use domain::store::prelude::*;
 use serde_json::json;
 use test_support::Backend;
 

@@ -9,6 +9,10 @@ use utoipa::ToSchema;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// A problem lists at most this many invalid fields (its `detail` says how many there were), so
+/// a hostile request cannot make the answer large.
+pub const MAX_FIELD_ERRORS: usize = 20;
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -58,11 +62,16 @@ impl ApiError {
     }
 
     pub fn validation(invalid: Invalid) -> Self {
-        let detail = match invalid.0.as_slice() {
+        let mut errors = invalid.0;
+        let detail = match errors.as_slice() {
             [one] => format!("{}: {}", one.field, one.message),
+            many if many.len() > MAX_FIELD_ERRORS => {
+                format!("{} fields are invalid; the first {MAX_FIELD_ERRORS} are listed", many.len())
+            }
             many => format!("{} fields are invalid", many.len()),
         };
-        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "validation_failed", detail, errors: invalid.0 }
+        errors.truncate(MAX_FIELD_ERRORS);
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "validation_failed", detail, errors }
     }
 
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
@@ -156,6 +165,11 @@ pub const PROBLEM_CODES: &[(&str, u16, &str)] = &[
     ("not_found", 404, "No such resource in your organisation."),
     ("method_not_allowed", 405, "The path exists but not with this method."),
     ("conflict", 409, "The request conflicts with an existing resource (for example a slug in use)."),
+    (
+        "last_admin_token",
+        409,
+        "The organisation's last admin token cannot be deleted; create another admin token first.",
+    ),
     ("payload_too_large", 413, "The body is larger than the server accepts."),
     ("unsupported_media_type", 415, "The body must be sent as application/json."),
     ("validation_failed", 422, "The body or parameters are well-formed but invalid; `errors` names each field."),

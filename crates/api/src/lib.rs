@@ -11,6 +11,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
@@ -90,6 +91,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
 
     // Layers run outside in: the last added sees the request first.
     app.layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+        // Answers are JSON (or problem+json, or /docs' HTML) and must be read as what they say
+        // they are; API answers carry tenants' data and secrets, which no cache may keep.
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
         .layer(CompressionLayer::new().gzip(true))
         .layer(axum::middleware::from_fn(middleware::record_metrics))

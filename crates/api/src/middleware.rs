@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -92,7 +92,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub async fn record_metrics(request: Request, next: Next) -> Response {
     prometheus();
     let started = Instant::now();
-    let method = request.method().to_string();
+    // Only the methods the API knows get their own label: any other string a client sends
+    // would add series without bound to an unauthenticated endpoint.
+    let method = match *request.method() {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD | Method::OPTIONS => {
+            request.method().as_str().to_owned()
+        }
+        _ => "other".to_owned(),
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()

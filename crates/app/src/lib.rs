@@ -111,3 +111,27 @@ impl App {
         self.new_items.subscribe()
     }
 }
+
+impl App {
+    /// Deletes a token, but never the organisation's last admin token.
+    pub async fn delete_token(&self, org_id: uuid::Uuid, token_id: uuid::Uuid) -> AppResult<()> {
+        if self.store.delete_token(org_id, token_id).await? {
+            return Ok(());
+        }
+        let mut page = domain::PageRequest { limit: domain::page::MAX_LIMIT, after: None };
+        loop {
+            let tokens = self.store.list_tokens(org_id, page).await?;
+            if tokens.items.iter().any(|t| t.id == token_id) {
+                return Err(AppError::refused(
+                    Refusal::Conflict,
+                    "last_admin_token",
+                    "this is the organisation's last admin token; create another admin token before deleting it",
+                ));
+            }
+            match (tokens.next_cursor, tokens.items.last()) {
+                (Some(_), Some(last)) => page.after = Some(last.id),
+                _ => return Err(AppError::NotFound("token")),
+            }
+        }
+    }
+}

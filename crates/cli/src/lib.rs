@@ -46,9 +46,11 @@ pub async fn bootstrap(store: &dyn Store, chosen_token: Option<&str>) -> anyhow:
         Some(token) => (TokenSecret::chosen(token).map_err(|e| anyhow::anyhow!("{e}"))?, true),
         None => (TokenSecret::generate(), false),
     };
-    let org = store.create_organization("default").await?;
-    store.create_token(org.id, "bootstrap admin", &Scopes::admin(), &secret.display_prefix(), &secret.hash()).await?;
-    Ok(Bootstrap::Created { org_id: org.id, secret, chosen })
+    // Two processes starting at once on an empty database both get here; one creates it.
+    match store.bootstrap_organization("default", &secret.display_prefix(), &secret.hash()).await? {
+        Some(org) => Ok(Bootstrap::Created { org_id: org.id, secret, chosen }),
+        None => Ok(Bootstrap::AlreadyDone),
+    }
 }
 
 /// Whether the environment configures AWS for this process (rather than leaving aws-config to

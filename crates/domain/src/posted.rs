@@ -21,12 +21,18 @@ pub const DEPLOY_STATUSES: &[&str] = &["started", "succeeded", "failed", "rolled
 pub const ALERT_STATUSES: &[&str] = &["triggered", "acknowledged", "resolved"];
 pub const SEVERITIES: &[&str] = &["critical", "error", "warning", "info"];
 pub const MAX_ENVIRONMENTS: usize = 50;
+/// The most services or links one change may name.
+pub const MAX_LIST: usize = 20;
 
 /// `environment` or `environments[]`: at least one, each a valid slug.
 pub fn parse_environments(one: Option<&str>, many: Option<&[String]>, errors: &mut Invalid) -> Vec<EnvironmentSlug> {
     let mut slugs = Vec::new();
     if let Some(one) = one {
         slugs.extend(errors.check(EnvironmentSlug::parse("environment", one)));
+    }
+    if let Err(e) = validation::at_most("environments", many.map_or(0, <[String]>::len), MAX_ENVIRONMENTS) {
+        errors.0.extend(e.0);
+        return Vec::new();
     }
     for (i, s) in many.unwrap_or_default().iter().enumerate() {
         slugs.extend(errors.check(EnvironmentSlug::parse(&format!("environments[{i}]"), s)));
@@ -92,6 +98,11 @@ pub fn deploy(input: DeployInput<'_>) -> Result<Posted, Invalid> {
     let service = errors.check(validation::text("service", input.service, 200)).unwrap_or_default();
     let version = errors.check(validation::text("version", input.version, 200)).unwrap_or_default();
     one_of("status", input.status, DEPLOY_STATUSES, &mut errors);
+    let now = crate::time_util::now();
+    errors.check(validation::posted_instant("started_at", input.started_at, now));
+    if let Some(finished) = input.finished_at {
+        errors.check(validation::posted_instant("finished_at", finished, now));
+    }
     if input.finished_at.is_some_and(|f| f < input.started_at) {
         errors.push("finished_at", "must not be before started_at");
     }
@@ -159,6 +170,11 @@ pub fn alert(input: AlertInput<'_>) -> Result<Posted, Invalid> {
     one_of("status", input.status, ALERT_STATUSES, &mut errors);
     let source = errors.check(validation::text("source", input.source, 100)).unwrap_or_default();
     let service = errors.check(validation::optional_text("service", input.service, 200)).flatten();
+    let now = crate::time_util::now();
+    errors.check(validation::posted_instant("started_at", input.started_at, now));
+    if let Some(resolved) = input.resolved_at {
+        errors.check(validation::posted_instant("resolved_at", resolved, now));
+    }
     if input.resolved_at.is_some_and(|r| r < input.started_at) {
         errors.push("resolved_at", "must not be before started_at");
     }
@@ -213,6 +229,9 @@ pub fn change(input: ChangeInput<'_>) -> Result<Posted, Invalid> {
     let mut errors = Invalid::default();
     let environments = parse_environments(None, Some(input.environments), &mut errors);
     let summary = errors.check(validation::text("summary", input.summary, 1024)).unwrap_or_default();
+    errors.check(validation::posted_instant("occurred_at", input.occurred_at, crate::time_util::now()));
+    errors.check(validation::at_most("services", input.services.len(), MAX_LIST));
+    errors.check(validation::at_most("links", input.links.len(), MAX_LIST));
     let actor = errors.check(validation::optional_text("actor", input.actor, 200)).flatten();
     let mut labels = BTreeMap::new();
     if input.labels.len() > 50 {
@@ -232,7 +251,8 @@ pub fn change(input: ChangeInput<'_>) -> Result<Posted, Invalid> {
     let mut links = Vec::new();
     for (i, (href, text)) in input.links.iter().enumerate() {
         if let Some(href) = url(&format!("links[{i}].href"), Some(href), &mut errors) {
-            links.push(Link { href, text: text.chars().take(200).collect() });
+            let text = errors.check(validation::optional_text(&format!("links[{i}].text"), Some(text), 200));
+            links.push(Link { href, text: text.flatten().unwrap_or_default() });
         }
     }
     let external = external_id(input.external_id, &mut errors);

@@ -2,8 +2,8 @@
 //! the storage crate, and one conformance suite holds both to the same behaviour.
 //!
 //! Every method that touches tenant data takes the caller's organisation and never returns rows
-//! of another: "not found" is the answer for both a missing row and someone else's. Callers
-//! bring the traits into scope with `use domain::store::prelude::*`.
+//! of another: "not found" is the answer for both a missing row and someone else's. Through an
+//! `Arc<dyn Store>` every aggregate's methods are at hand without importing their traits.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -38,6 +38,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Tenants: Send + Sync {
     async fn create_organization(&self, name: &str) -> StoreResult<Organization>;
     async fn organization_exists(&self) -> StoreResult<bool>;
+    /// On a database that was never bootstrapped: the first organisation and its admin token, in
+    /// one transaction that also marks the database bootstrapped. `None` when another process
+    /// did it first (or it was done before), however many try at once.
+    async fn bootstrap_organization(
+        &self,
+        name: &str,
+        prefix: &str,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<Organization>>;
     async fn get_organization(&self, org_id: Uuid) -> StoreResult<Option<Organization>>;
 
     async fn create_token(
@@ -52,6 +61,8 @@ pub trait Tenants: Send + Sync {
     /// finds out which organisation it acts for.
     async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<ApiToken>>;
+    /// False when there is no such token, or when it is the organisation's last admin token
+    /// (which is kept: without it nobody could administer the organisation).
     async fn delete_token(&self, org_id: Uuid, token_id: Uuid) -> StoreResult<bool>;
 
     async fn create_environment(&self, org_id: Uuid, env: &NewEnvironment) -> StoreResult<Environment>;
@@ -188,8 +199,4 @@ pub trait Relinks: Send + Sync {
 pub trait Store: Tenants + Connections + ImportQueue + Events + Relinks + Send + Sync + 'static {
     /// Readiness: the database answers and the migrations are applied.
     async fn ping(&self) -> StoreResult<()>;
-}
-
-pub mod prelude {
-    pub use super::{Connections, Events, ImportQueue, Relinks, Store, Tenants};
 }

@@ -81,8 +81,12 @@ pub struct TimelineParams {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineRequest {
     pub filters: TimelineFilters,
+    /// The window, resolved (defaults applied); a cursor brings the window it was issued for.
     pub since: OffsetDateTime,
     pub until: OffsetDateTime,
+    /// Which ends of the window the client named; a cursor for another window is then refused.
+    since_given: bool,
+    until_given: bool,
     pub kinds: Vec<EventKind>,
     pub include_read_only: bool,
     pub limit: u32,
@@ -90,11 +94,14 @@ pub struct TimelineRequest {
 }
 
 const MAX_FILTER_CHARS: usize = 256;
+/// The most `kind` and `label` parameters one request may repeat.
+pub const MAX_KINDS: usize = 10;
+pub const MAX_LABELS: usize = 20;
 
 fn parse_time(field: &str, value: Option<&str>, errors: &mut Invalid) -> Option<OffsetDateTime> {
     let value = value?;
     match OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339) {
-        Ok(t) => Some(t),
+        Ok(t) => errors.check(crate::validation::instant(field, t)),
         Err(_) => {
             errors.push(field, format!("{value:?} is not an RFC 3339 time like 2026-11-20T14:03:00Z"));
             None
@@ -117,8 +124,10 @@ impl TimelineRequest {
         let mut errors = Invalid::default();
         let until = parse_time("until", params.until.as_deref(), &mut errors);
         let since = parse_time("since", params.since.as_deref(), &mut errors);
+        errors.check(crate::validation::at_most("kind", params.kind.len(), MAX_KINDS));
+        errors.check(crate::validation::at_most("label", params.label.len(), MAX_LABELS));
         let mut kinds = Vec::new();
-        for (i, kind) in params.kind.iter().enumerate() {
+        for (i, kind) in params.kind.iter().enumerate().take(MAX_KINDS) {
             match EventKind::parse(kind) {
                 Some(k) => kinds.push(k),
                 None => errors.push(
@@ -129,8 +138,9 @@ impl TimelineRequest {
         }
         let limit =
             errors.check(crate::page::parse_limit(params.limit).map_err(|e| Invalid::one("limit", e.to_string())));
+        let (since_given, until_given) = (params.since.is_some(), params.until.is_some());
         let mut labels = Vec::new();
-        for (i, label) in params.label.iter().enumerate() {
+        for (i, label) in params.label.iter().enumerate().take(MAX_LABELS) {
             match label.split_once(':') {
                 Some((k, v)) if !k.is_empty() && label.len() <= MAX_FILTER_CHARS => {
                     labels.push((k.to_owned(), v.to_owned()))
@@ -156,6 +166,8 @@ impl TimelineRequest {
             filters,
             since,
             until,
+            since_given,
+            until_given,
             kinds,
             include_read_only: params.include_read_only.unwrap_or(false),
             limit: limit.unwrap_or(crate::page::DEFAULT_LIMIT),
@@ -166,15 +178,25 @@ impl TimelineRequest {
     /// The store's query for these environments: one item more than the page, to know whether
     /// another follows. A cursor issued for other environments is refused.
     pub fn query(&self, environment_ids: Vec<Uuid>) -> Result<TimelineQuery, PageError> {
-        let after = match self.cursor.as_deref() {
-            None => None,
-            Some(cursor) => Some(decode_cursor(&environment_ids, cursor).ok_or(PageError::Cursor)?),
-        };
+        let (mut since, mut until, mut after) = (self.since, self.until, None);
+        if let Some(cursor) = self.cursor.as_deref() {
+            let position = decode_cursor(&environment_ids, cursor).ok_or(PageError::Cursor)?;
+            // The window stays the one the first page resolved, so a slow reader's default
+            // "last 24 hours" does not move under it and drop the oldest items.
+            let differs =
+                |a: OffsetDateTime, b: OffsetDateTime| crate::time_util::to_micros(a) != crate::time_util::to_micros(b);
+            if (self.since_given && differs(position.since, since))
+                || (self.until_given && differs(position.until, until))
+            {
+                return Err(PageError::Cursor);
+            }
+            (since, until, after) = (position.since, position.until, Some((position.occurred_at, position.id)));
+        }
         Ok(TimelineQuery {
             environment_ids,
             filters: self.filters.clone(),
-            since: self.since,
-            until: self.until,
+            since,
+            until,
             kinds: self.kinds.clone(),
             include_read_only: self.include_read_only,
             limit: self.limit + 1,
@@ -189,7 +211,11 @@ impl TimelineQuery {
         let limit = self.limit.saturating_sub(1) as usize;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|last| encode_cursor(&self.environment_ids, last.occurred_at, last.id))
+            items.last().map(|last| {
+                let position =
+                    CursorPosition { since: self.since, until: self.until, occurred_at: last.occurred_at, id: last.id };
+                encode_cursor(&self.environment_ids, &position)
+            })
         } else {
             None
         };
@@ -212,21 +238,39 @@ fn scope(environment_ids: &[Uuid]) -> String {
     hasher.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A cursor names its environments: one from another timeline (or organisation, whose
-/// environments are others) is refused rather than silently applied.
-pub fn encode_cursor(environment_ids: &[Uuid], occurred_at: OffsetDateTime, id: Uuid) -> String {
-    let micros = crate::time_util::to_micros(occurred_at);
-    URL_SAFE_NO_PAD.encode(format!("{PREFIX}{}.{micros}.{id}", scope(environment_ids)))
+/// Where a cursor continues: the window of the first page, and the last item shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorPosition {
+    pub since: OffsetDateTime,
+    pub until: OffsetDateTime,
+    pub occurred_at: OffsetDateTime,
+    pub id: Uuid,
 }
 
-pub fn decode_cursor(environment_ids: &[Uuid], cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
+/// A cursor names its environments: one from another timeline (or organisation, whose
+/// environments are others) is refused rather than silently applied.
+pub fn encode_cursor(environment_ids: &[Uuid], position: &CursorPosition) -> String {
+    use crate::time_util::to_micros;
+    let CursorPosition { since, until, occurred_at, id } = *position;
+    let (since, until, at) = (to_micros(since), to_micros(until), to_micros(occurred_at));
+    URL_SAFE_NO_PAD.encode(format!("{PREFIX}{}.{since}.{until}.{at}.{id}", scope(environment_ids)))
+}
+
+pub fn decode_cursor(environment_ids: &[Uuid], cursor: &str) -> Option<CursorPosition> {
+    use crate::time_util::from_micros;
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?.strip_prefix(PREFIX)?;
     let mut parts = text.split('.');
     let bound_to = parts.next()?;
-    let micros: i64 = parts.next()?.parse().ok()?;
+    let mut micros = || parts.next()?.parse::<i64>().ok();
+    let (since, until, at) = (micros()?, micros()?, micros()?);
     let id: Uuid = parts.next()?.parse().ok()?;
-    (parts.next().is_none() && bound_to == scope(environment_ids)).then(|| (crate::time_util::from_micros(micros), id))
+    (parts.next().is_none() && bound_to == scope(environment_ids)).then(|| CursorPosition {
+        since: from_micros(since),
+        until: from_micros(until),
+        occurred_at: from_micros(at),
+        id,
+    })
 }
 
 #[cfg(test)]
@@ -238,14 +282,15 @@ mod tests {
         let (env, other) = (Uuid::now_v7(), Uuid::now_v7());
         let at = crate::time_util::now();
         let id = Uuid::now_v7();
-        let cursor = encode_cursor(&[env], at, id);
-        assert_eq!(decode_cursor(&[env], &cursor), Some((at, id)));
+        let position = CursorPosition { since: at - time::Duration::days(1), until: at, occurred_at: at, id };
+        let cursor = encode_cursor(&[env], &position);
+        assert_eq!(decode_cursor(&[env], &cursor), Some(position));
         assert_eq!(decode_cursor(&[other], &cursor), None);
         assert_eq!(decode_cursor(&[env, other], &cursor), None);
-        let both = encode_cursor(&[env, other], at, id);
-        assert_eq!(decode_cursor(&[other, env], &both), Some((at, id)), "the order of environments does not matter");
+        let both = encode_cursor(&[env, other], &position);
+        assert_eq!(decode_cursor(&[other, env], &both), Some(position), "the order of environments does not matter");
         assert_eq!(decode_cursor(&[env], "garbage"), None);
-        let tampered = URL_SAFE_NO_PAD.encode(format!("tl.{}.notanumber.{id}", scope(&[env])));
+        let tampered = URL_SAFE_NO_PAD.encode(format!("tl.{}.1.2.notanumber.{id}", scope(&[env])));
         assert_eq!(decode_cursor(&[env], &tampered), None);
     }
 }

@@ -69,3 +69,39 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Opt
         Some(v) => Ok(Some(v.to_owned())),
     }
 }
+
+/// How far ahead of now a posted item may be placed: beyond it, an item would sit at the top of
+/// every timeline for good.
+pub const MAX_FUTURE: time::Duration = time::Duration::hours(24);
+
+/// An instant any timeline can hold: in UTC within the years 1 to 9999 (what RFC 3339 writes).
+pub fn instant(field: &str, t: time::OffsetDateTime) -> Result<time::OffsetDateTime, Invalid> {
+    match t.checked_to_offset(time::UtcOffset::UTC) {
+        Some(utc) if (1..=9999).contains(&utc.year()) => Ok(utc),
+        _ => Err(Invalid::one(field, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC")),
+    }
+}
+
+/// When a posted item happened: a valid instant, after 1970 and at most [`MAX_FUTURE`] ahead.
+pub fn posted_instant(
+    field: &str,
+    t: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> Result<time::OffsetDateTime, Invalid> {
+    let utc = instant(field, t)?;
+    if utc < time::OffsetDateTime::UNIX_EPOCH {
+        return Err(Invalid::one(field, "must not be before 1970-01-01T00:00:00Z"));
+    }
+    if utc > now + MAX_FUTURE {
+        return Err(Invalid::one(field, "must not be more than 24 hours in the future"));
+    }
+    Ok(utc)
+}
+
+/// At most `max` items of a repeatable field or list.
+pub fn at_most(field: &str, count: usize, max: usize) -> Result<(), Invalid> {
+    if count > max {
+        return Err(Invalid::one(field, format!("at most {max} may be given ({count} were)")));
+    }
+    Ok(())
+}

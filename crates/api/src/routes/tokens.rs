@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{path_id, ListParams, ListResponse};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::AppState;
 
@@ -106,13 +106,10 @@ async fn list_tokens(
 /// Delete a token; requests made with it fail from now on.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", operation_id = "delete_token",
     params(("id" = Uuid, Path, description = "The token's id")), security(("bearer" = ["admin"])),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "last_admin_token: create another admin token first", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
-    let id = path_id(&id, "token")?;
-    if state.store.delete_token(caller.org_id, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("token"))
-    }
+    state.delete_token(caller.org_id, path_id(&id, "token")?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -5,7 +5,9 @@ use domain::connection::ConnectionProblem;
 use domain::store::{Connections, StoreResult};
 use domain::time_util::{now, to_micros};
 use domain::{Connection, ConnectionSettings, ExternalId, Page, PageRequest, RegisteredRole};
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
+use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
 use crate::rows::{backend, db_error, ConnectionRow, CONNECTION_COLUMNS};
@@ -45,6 +47,31 @@ fn record_problem_sql() -> String {
     )
 }
 
+/// Binds the settings an admin chooses, in the order both the INSERT and the UPDATE name them
+/// (after two leading binds).
+fn bind_settings<'q, DB, O>(
+    query: QueryAs<'q, DB, O, <DB as Database>::Arguments<'q>>,
+    settings: &'q ConnectionSettings,
+) -> QueryAs<'q, DB, O, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    &'q String: Encode<'q, DB> + Type<DB>,
+    Json<&'q Vec<String>>: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Json<&'q Vec<domain::EnvironmentRule>>: Encode<'q, DB> + Type<DB>,
+    i32: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(&settings.name)
+        .bind(Json(&settings.regions))
+        .bind(settings.default_environment.as_ref().map(|s| s.as_str()))
+        .bind(Json(&settings.environment_rules))
+        .bind(i32::from(settings.lookback_days))
+        .bind(settings.include_read_only)
+        .bind(settings.enabled)
+}
+
 #[async_trait]
 impl Connections for SqlStore {
     async fn create_connection(
@@ -55,16 +82,7 @@ impl Connections for SqlStore {
     ) -> StoreResult<Connection> {
         let (id, at, sql) = (Uuid::now_v7(), to_micros(now()), insert_sql());
         let row: ConnectionRow = on_pool!(self, |pool: Db| {
-            sqlx::query_as(&sql)
-                .bind(id)
-                .bind(org_id)
-                .bind(&settings.name)
-                .bind(Json(&settings.regions))
-                .bind(settings.default_environment.as_ref().map(|s| s.as_str()))
-                .bind(Json(&settings.environment_rules))
-                .bind(i32::from(settings.lookback_days))
-                .bind(settings.include_read_only)
-                .bind(settings.enabled)
+            bind_settings(sqlx::query_as(&sql).bind(id).bind(org_id), settings)
                 .bind(external_id.as_str())
                 .bind(at)
                 .fetch_one(pool)
@@ -98,16 +116,7 @@ impl Connections for SqlStore {
     ) -> StoreResult<Option<Connection>> {
         let (at, sql) = (to_micros(now()), update_settings_sql());
         let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
-            sqlx::query_as(&sql)
-                .bind(org_id)
-                .bind(connection_id)
-                .bind(&settings.name)
-                .bind(Json(&settings.regions))
-                .bind(settings.default_environment.as_ref().map(|s| s.as_str()))
-                .bind(Json(&settings.environment_rules))
-                .bind(i32::from(settings.lookback_days))
-                .bind(settings.include_read_only)
-                .bind(settings.enabled)
+            bind_settings(sqlx::query_as(&sql).bind(org_id).bind(connection_id), settings)
                 .bind(at)
                 .fetch_optional(pool)
                 .await

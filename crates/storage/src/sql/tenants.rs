@@ -24,6 +24,12 @@ const INSERT_ENVIRONMENT: &str =
     "INSERT INTO environments (id, org_id, slug, name, description, created_at, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6, $6)
      RETURNING id, org_id, slug, name, description, created_at, updated_at";
+/// Deletes a token unless it is the organisation's last admin token (in one statement, so two
+/// deletions at once cannot both pass the check). Scopes are stored as `read,write,admin`.
+const DELETE_TOKEN: &str = "DELETE FROM api_tokens WHERE org_id = $1 AND id = $2
+     AND (',' || scopes || ',' NOT LIKE '%,admin,%'
+          OR (SELECT COUNT(*) FROM api_tokens o WHERE o.org_id = $1 AND ',' || o.scopes || ',' LIKE '%,admin,%') > 1)";
+
 const UPDATE_ENVIRONMENT: &str = "UPDATE environments SET
         slug = COALESCE($3, slug),
         name = COALESCE($4, name),
@@ -49,6 +55,44 @@ impl Tenants for SqlStore {
         })
         .map_err(backend)?;
         Ok(row.is_some())
+    }
+
+    async fn bootstrap_organization(
+        &self,
+        name: &str,
+        prefix: &str,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<Organization>> {
+        let (org_id, token_id, at) = (Uuid::now_v7(), Uuid::now_v7(), to_micros(now()));
+        let (scopes, hash) = (Scopes::admin().to_stored(), hash.0.to_vec());
+        let row: Option<OrganizationRow> = on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            // A second process blocks here until the first commits, then finds the row.
+            let first = sqlx::query("INSERT INTO bootstrap (id, org_id) VALUES (1, $1) ON CONFLICT DO NOTHING")
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !first {
+                return Ok(None);
+            }
+            let org: OrganizationRow =
+                sqlx::query_as(INSERT_ORGANIZATION).bind(org_id).bind(name).bind(at).fetch_one(&mut *tx).await?;
+            sqlx::query(INSERT_TOKEN)
+                .bind(token_id)
+                .bind(org_id)
+                .bind("bootstrap admin")
+                .bind(&scopes)
+                .bind(prefix)
+                .bind(&hash)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await.map(|()| Some(org))
+        })
+        .map_err(backend)?;
+        Ok(row.map(Into::into))
     }
 
     async fn get_organization(&self, org_id: Uuid) -> StoreResult<Option<Organization>> {
@@ -102,12 +146,7 @@ impl Tenants for SqlStore {
 
     async fn delete_token(&self, org_id: Uuid, token_id: Uuid) -> StoreResult<bool> {
         let done = on_pool!(self, |pool: Db| {
-            sqlx::query("DELETE FROM api_tokens WHERE org_id = $1 AND id = $2")
-                .bind(org_id)
-                .bind(token_id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+            sqlx::query(DELETE_TOKEN).bind(org_id).bind(token_id).execute(pool).await.map(|r| r.rows_affected())
         })
         .map_err(backend)?;
         Ok(done > 0)

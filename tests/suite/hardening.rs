@@ -1,0 +1,198 @@
+//! What a hostile or careless client must not be able to do: grow the metrics without bound,
+//! have answers sniffed or cached, lock an organisation out, send lists and instants past what
+//! the server can hold, or lose items between pages. Each test is named after what it protects.
+
+use std::sync::Arc;
+
+use domain::TokenSecret;
+use serde_json::json;
+use test_support::Backend;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+on_both_backends!(
+    metrics_stay_bounded_whatever_methods_clients_send,
+    answers_are_not_sniffed_and_not_cached,
+    the_last_admin_token_cannot_be_deleted,
+    two_bootstraps_at_once_create_one_organization,
+    repeatable_parameters_are_bounded,
+    instants_outside_what_a_timeline_can_hold_are_refused,
+    lists_and_error_lists_are_bounded,
+    a_cursor_keeps_the_window_of_its_first_page,
+);
+
+fn at(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+async fn metrics_stay_bounded_whatever_methods_clients_send(backend: Backend) {
+    let app = app_or_skip!(backend, "metrics_stay_bounded_whatever_methods_clients_send");
+    for i in 0..30 {
+        let method = format!("BREW{i}{}", "X".repeat(i * 100));
+        app.client.request(method.parse().unwrap(), app.url("/healthz")).send().await.unwrap();
+        app.client.request(method.parse().unwrap(), app.url(&format!("/no/such/{i}"))).send().await.unwrap();
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("BREW"), "unknown methods get no series of their own");
+    assert!(metrics.contains(r#"method="other""#), "they are counted together");
+    assert!(!metrics.contains("/no/such/"), "unmatched paths share one label");
+}
+
+async fn answers_are_not_sniffed_and_not_cached(backend: Backend) {
+    let app = app_or_skip!(backend, "answers_are_not_sniffed_and_not_cached");
+    let org = app.org("acme").await;
+    let created = app
+        .client
+        .post(app.url("/v1/tokens"))
+        .bearer_auth(&org.admin_token)
+        .json(&json!({"name": "ci", "scopes": ["write"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    for response in [created, app.client.get(app.url("/v1/environments")).send().await.unwrap()] {
+        let headers = response.headers();
+        assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store", "a new secret is never kept by a cache");
+    }
+}
+
+async fn the_last_admin_token_cannot_be_deleted(backend: Backend) {
+    let app = app_or_skip!(backend, "the_last_admin_token_cannot_be_deleted");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    let (_, tokens) = app.get("/v1/tokens", t).await;
+    let only = tokens["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, problem) = app.call("DELETE", &format!("/v1/tokens/{only}"), Some(t), None).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("last_admin_token")), "{problem}");
+    assert_eq!(app.get("/v1/tokens", t).await.0, 200, "the organisation can still be administered");
+
+    let (_, writer) = app.post("/v1/tokens", t, json!({"name": "ci", "scopes": ["write"]})).await;
+    let writer_id = writer["id"].as_str().unwrap();
+    assert_eq!(app.call("DELETE", &format!("/v1/tokens/{writer_id}"), Some(t), None).await.0, 204);
+    let (_, second) = app.post("/v1/tokens", t, json!({"name": "second admin", "scopes": ["admin"]})).await;
+    assert_eq!(app.call("DELETE", &format!("/v1/tokens/{only}"), Some(t), None).await.0, 204, "not the last one now");
+    let second_secret = second["secret"].as_str().unwrap();
+    assert_eq!(app.get("/v1/tokens", second_secret).await.0, 200);
+}
+
+async fn two_bootstraps_at_once_create_one_organization(backend: Backend) {
+    let db = db_or_skip!(backend, "two_bootstraps_at_once_create_one_organization");
+    let store: Arc<dyn domain::Store> = db.store.clone();
+    let mut attempts = Vec::new();
+    let secrets: Vec<TokenSecret> = (0..8).map(|_| TokenSecret::generate()).collect();
+    for secret in &secrets {
+        let (store, prefix, hash) = (store.clone(), secret.display_prefix(), secret.hash());
+        attempts.push(tokio::spawn(async move { store.bootstrap_organization("default", &prefix, &hash).await }));
+    }
+    let mut created = Vec::new();
+    for attempt in attempts {
+        created.extend(attempt.await.unwrap().unwrap());
+    }
+    assert_eq!(created.len(), 1, "exactly one of eight concurrent bootstraps creates the organisation");
+    let found: Vec<_> = futures_of(&store, &secrets).await;
+    assert_eq!(found.len(), 1, "and exactly one admin token");
+    assert_eq!(found[0], created[0].id);
+    let again = TokenSecret::generate();
+    assert!(store.bootstrap_organization("default", &again.display_prefix(), &again.hash()).await.unwrap().is_none());
+}
+
+async fn futures_of(store: &Arc<dyn domain::Store>, secrets: &[TokenSecret]) -> Vec<uuid::Uuid> {
+    let mut orgs = Vec::new();
+    for secret in secrets {
+        orgs.extend(store.find_token(&secret.hash()).await.unwrap().map(|t| t.org_id));
+    }
+    orgs
+}
+
+async fn repeatable_parameters_are_bounded(backend: Backend) {
+    let app = app_or_skip!(backend, "repeatable_parameters_are_bounded");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    let labels: String = (0..1000).map(|i| format!("&label=k{i}:v")).collect();
+    let (status, problem) = app.get(&format!("/v1/environments/prod/timeline?limit=5{labels}"), t).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("label")), "{problem}");
+    assert!(problem["errors"][0]["message"].as_str().unwrap().contains("at most 20"));
+    let kinds: String = (0..50).map(|_| "&kind=deploy").collect();
+    let (status, problem) = app.get(&format!("/v1/environments/prod/timeline?limit=5{kinds}"), t).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("kind")), "{problem}");
+    let envs: String = (0..21).map(|_| "&environment=prod").collect();
+    let (status, problem) = app.get(&format!("/v1/timeline?limit=5{envs}"), t).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("environment")), "{problem}");
+}
+
+async fn instants_outside_what_a_timeline_can_hold_are_refused(backend: Backend) {
+    let app = app_or_skip!(backend, "instants_outside_what_a_timeline_can_hold_are_refused");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    let deploy = |started_at: &str| json!({"environment": "prod", "service": "api", "version": "v1", "status": "succeeded", "started_at": started_at});
+    let tomorrow_and_more = at(OffsetDateTime::now_utc() + time::Duration::hours(25));
+    for bad in ["9999-12-31T23:00:00-01:00", "0001-01-01T00:00:00+23:59", "1969-12-31T23:59:59Z", &tomorrow_and_more] {
+        let (status, problem) = app.post("/v1/deploys", t, deploy(bad)).await;
+        assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("started_at")), "{bad}: {problem}");
+    }
+    assert_eq!(app.post("/v1/deploys", t, deploy(&at(OffsetDateTime::now_utc()))).await.0, 201);
+    for bad in ["since=0001-01-01T00:00:00%2B23:59", "until=9999-12-31T23:00:00-01:00"] {
+        let (status, problem) = app.get(&format!("/v1/environments/prod/timeline?{bad}"), t).await;
+        assert_eq!(status, 422, "{bad}: {problem}");
+    }
+    let (status, page) = app.get("/v1/environments/prod/timeline?since=0001-01-01T00:00:00Z", t).await;
+    assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(1)), "the whole past is a valid window");
+}
+
+async fn lists_and_error_lists_are_bounded(backend: Backend) {
+    let app = app_or_skip!(backend, "lists_and_error_lists_are_bounded");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    let services: Vec<String> = (0..30_000).map(|i| format!("svc-{i}")).collect();
+    let change = json!({"environments": ["prod"], "summary": "many", "occurred_at": at(OffsetDateTime::now_utc()),
+                        "services": services});
+    let (status, problem) = app.post("/v1/changes", t, change).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("services")), "{}", problem["detail"]);
+
+    let regions: Vec<String> = (0..10_000).map(|i| format!("mars-{i}")).collect();
+    let response = app
+        .client
+        .post(app.url("/v1/connections"))
+        .bearer_auth(t)
+        .json(&json!({"name": "x", "regions": regions}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let body = response.bytes().await.unwrap();
+    assert!(body.len() < 8 * 1024, "the problem stays small: {} bytes", body.len());
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 20);
+    assert!(problem["detail"].as_str().unwrap().contains("10000 fields are invalid"), "{}", problem["detail"]);
+}
+
+async fn a_cursor_keeps_the_window_of_its_first_page(backend: Backend) {
+    let app = app_or_skip!(backend, "a_cursor_keeps_the_window_of_its_first_page");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    let now = OffsetDateTime::now_utc();
+    for hours in [29, 30] {
+        let deploy = json!({"environment": "prod", "service": "api", "version": format!("v{hours}"), "status": "succeeded",
+                            "started_at": at(now - time::Duration::hours(hours))});
+        assert_eq!(app.post("/v1/deploys", t, deploy).await.0, 201);
+    }
+    let since = at(now - time::Duration::hours(48)).replace('+', "%2B");
+    let (_, first) = app.get(&format!("/v1/environments/prod/timeline?limit=1&since={since}"), t).await;
+    assert_eq!(first["items"][0]["title"], "api v29: succeeded");
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    // Without since, the default window (the last 24 hours) would hold neither item.
+    let (status, second) = app.get(&format!("/v1/environments/prod/timeline?limit=1&cursor={cursor}"), t).await;
+    assert_eq!((status, second["items"][0]["title"].as_str()), (200, Some("api v30: succeeded")), "{second}");
+    let other = at(now - time::Duration::hours(40)).replace('+', "%2B");
+    let (status, problem) = app.get(&format!("/v1/environments/prod/timeline?cursor={cursor}&since={other}"), t).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_cursor")),
+        "a cursor of another window: {problem}"
+    );
+}

@@ -91,13 +91,18 @@ fn query(envs: Vec<Uuid>, limit: u32) -> TimelineQuery {
 async fn import_jobs_follow_their_plan_and_are_leased_to_one_worker(backend: Backend) {
     let db = db_or_skip!(backend, "import_jobs_follow_their_plan_and_are_leased_to_one_worker");
     let (org, _, _, connection) = setup(&db.store, &["us-east-1", "eu-west-1"]).await;
-    let now = domain::time_util::now();
-    let plan = JobPlan::for_connection(&connection, now).unwrap();
-    assert_eq!(plan.start, now - Duration::days(7), "a new connection backfills its lookback days");
-    db.store.schedule_imports(org, connection.id, &plan).await.unwrap();
+    // Registering the role scheduled the jobs, in its own transaction.
     let jobs = db.store.list_import_jobs(org, connection.id).await.unwrap();
     assert_eq!(jobs.iter().map(|j| j.region.as_str()).collect::<Vec<_>>(), ["eu-west-1", "us-east-1"]);
-    assert!(jobs.iter().all(|j| j.scanned_until == plan.start && j.account_id == ACCOUNT && j.walk.is_none()));
+    let now = domain::time_util::now();
+    let backfill_from = now - Duration::days(7);
+    assert!(jobs.iter().all(|j| (j.scanned_until - backfill_from).abs() < Duration::minutes(1)), "lookback days");
+    assert!(jobs.iter().all(|j| j.account_id == ACCOUNT && j.walk.is_none()));
+    let plan = JobPlan::for_connection(&connection, now).unwrap();
+    assert_eq!(plan.start, backfill_from, "a new connection backfills its lookback days");
+    db.store.schedule_imports(org, connection.id, &plan).await.unwrap();
+    let again = db.store.list_import_jobs(org, connection.id).await.unwrap();
+    assert_eq!(again, jobs, "scheduling the same plan again changes nothing");
 
     let later = now + Duration::seconds(1);
     let claimed = db.store.claim_import_jobs("w1", later, later + Duration::minutes(1), 10).await.unwrap();
@@ -111,9 +116,9 @@ async fn import_jobs_follow_their_plan_and_are_leased_to_one_worker(backend: Bac
     // A region taken off the plan loses its job; one left keeps its progress.
     let narrower = JobPlan { regions: vec!["us-east-1".into()], start: now, ..plan };
     db.store.schedule_imports(org, connection.id, &narrower).await.unwrap();
-    let jobs = db.store.list_import_jobs(org, connection.id).await.unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].scanned_until, now - Duration::days(7), "an existing job keeps its checkpoint");
+    let kept = db.store.list_import_jobs(org, connection.id).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].scanned_until, jobs[1].scanned_until, "an existing job keeps its checkpoint");
 
     // Disabled connections are not imported.
     let disabled = ConnectionSettings { enabled: false, ..connection.settings.clone() };

@@ -14,6 +14,7 @@ on_both_backends!(
     one_account_region_belongs_to_one_connection,
     setup_documents_are_filled_in,
     external_ids_of_10000_connections_are_distinct,
+    a_loose_trust_policy_does_not_pass_and_no_other_organisation_can_use_the_role,
 );
 
 const ROLE: &str = "arn:aws:iam::222222222222:role/changetrail-cloudtrail-reader";
@@ -56,6 +57,8 @@ impl Fixture {
             required_external_id: external_id.map(str::to_owned),
             allow_lookup_events: lookups,
             reports_session_as: None,
+            external_id_like: None,
+            lookup_denied_regions: vec![],
         });
     }
 
@@ -186,6 +189,8 @@ async fn every_role_validation_outcome(backend: Backend) {
         required_external_id: Some(external_id.into()),
         allow_lookup_events: true,
         reports_session_as: Some("arn:aws:sts::222222222222:assumed-role/someone-else/s".into()),
+        external_id_like: None,
+        lookup_denied_regions: vec![],
     });
     let (status, p) = f.register(&c, ROLE).await;
     assert_eq!((status, p["code"].as_str()), (422, Some("identity_mismatch")), "{p}");
@@ -232,6 +237,8 @@ async fn every_role_validation_outcome(backend: Backend) {
         [
             ("AssumeRole".into(), 200),
             ("GetCallerIdentity".into(), 200),
+            // Without an external ID, then with one nobody was given: both must be denied.
+            ("AssumeRole".into(), 403),
             ("AssumeRole".into(), 403),
             ("LookupEvents".into(), 200)
         ]
@@ -359,4 +366,44 @@ async fn external_ids_of_10000_connections_are_distinct(backend: Backend) {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 10_000, "every external ID is distinct");
+}
+
+/// The confused deputy with a loose trust policy: `StringLike sts:ExternalId` with `*` or `ct-*`
+/// admits any changetrail external ID, so another organisation that learns the role's ARN could
+/// register it. Registration must refuse such a role; a strict one admits only its own
+/// connection, so another organisation's registration of it fails.
+async fn a_loose_trust_policy_does_not_pass_and_no_other_organisation_can_use_the_role(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return test_support::skipped("a_loose_trust_policy_does_not_pass_and_no_other_organisation_can_use_the_role");
+    };
+    let c = f.connection(json!(["us-east-1"])).await;
+    for pattern in ["*", "ct-*"] {
+        f.standin.standin.add_role(RoleSpec {
+            arn: ROLE.into(),
+            trusted_principal: SERVICE_PRINCIPAL.into(),
+            required_external_id: None,
+            allow_lookup_events: true,
+            reports_session_as: None,
+            external_id_like: Some(pattern.into()),
+            lookup_denied_regions: vec![],
+        });
+        let (status, p) = f.register(&c, ROLE).await;
+        assert_eq!((status, p["code"].as_str()), (422, Some("external_id_not_enforced")), "{pattern}: {p}");
+        assert!(p["detail"].as_str().unwrap().contains("not this connection's"), "{p}");
+        assert_eq!(f.get(&c).await["status"], "pending_role", "nothing registered");
+    }
+
+    // The victim's strict role registers; the attacker's organisation, with its own connection
+    // and external ID, cannot register the same ARN.
+    f.role(ROLE, c["external_id"].as_str(), true);
+    assert_eq!(f.register(&c, ROLE).await.0, 200);
+    let attacker = f.app.org("attacker").await;
+    let (status, theirs) =
+        f.app.post("/v1/connections", &attacker.admin_token, json!({"name": "victim", "regions": ["us-east-1"]})).await;
+    assert_eq!(status, 201);
+    let path = format!("/v1/connections/{}/role", theirs["id"].as_str().unwrap());
+    let (status, p) = f.app.call("PUT", &path, Some(&attacker.admin_token), Some(json!({"role_arn": ROLE}))).await;
+    assert_eq!((status, p["code"].as_str()), (422, Some("assume_role_denied")), "{p}");
+    let (_, theirs) = f.app.get(&path.replace("/role", ""), &attacker.admin_token).await;
+    assert_eq!(theirs["status"], "pending_role");
 }

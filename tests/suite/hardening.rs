@@ -19,7 +19,34 @@ on_both_backends!(
     instants_outside_what_a_timeline_can_hold_are_refused,
     lists_and_error_lists_are_bounded,
     a_cursor_keeps_the_window_of_its_first_page,
+    silent_slow_and_idle_clients_are_disconnected,
+    connections_beyond_the_cap_wait_their_turn,
 );
+
+/// An app that closes connections whose headers take over a second, serving `max` at once.
+async fn strict_app(backend: Backend, max_connections: usize) -> Option<test_support::TestApp> {
+    let settings = api::HttpSettings {
+        header_read_timeout: std::time::Duration::from_secs(1),
+        max_connections,
+        ..api::HttpSettings::default()
+    };
+    test_support::TestApp::spawn_with(backend, settings, test_support::aws_access("http://127.0.0.1:9", None).await)
+        .await
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_after(stream: &mut tokio::net::TcpStream) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server kept the connection open for 10 s"),
+        }
+    }
+}
 
 fn at(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
@@ -195,4 +222,52 @@ async fn a_cursor_keeps_the_window_of_its_first_page(backend: Backend) {
         (400, Some("invalid_cursor")),
         "a cursor of another window: {problem}"
     );
+}
+
+async fn silent_slow_and_idle_clients_are_disconnected(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let Some(app) = strict_app(backend, 64).await else {
+        return test_support::skipped("silent_slow_and_idle_clients_are_disconnected");
+    };
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    assert!(closed_after(&mut silent).await < std::time::Duration::from_secs(5), "a client that sends nothing");
+
+    // One header line every 300 ms never completes the headers within the second allowed.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let writer = async {
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        for i in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if slow.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).await.is_err() {
+                return i;
+            }
+        }
+        20
+    };
+    let lines = writer.await;
+    assert!(lines < 20, "the server closed the connection of a client sending one header line at a time");
+
+    // A keep-alive connection left idle after its request is closed too.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(closed_after(&mut idle).await < std::time::Duration::from_secs(5), "an idle keep-alive connection");
+    assert_eq!(app.call("GET", "/healthz", None, None).await.0, 200, "and the server still answers");
+}
+
+async fn connections_beyond_the_cap_wait_their_turn(backend: Backend) {
+    let Some(app) = strict_app(backend, 1).await else {
+        return test_support::skipped("connections_beyond_the_cap_wait_their_turn");
+    };
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let _holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_millis(400)).build().unwrap();
+    assert!(client.get(app.url("/healthz")).send().await.is_err(), "the only connection slot is taken");
+    // The holder sends nothing, so its slot frees after the header timeout (1 s).
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let patient = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap();
+    let response = patient.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "served once a slot is free");
 }

@@ -17,6 +17,9 @@ on_both_backends!(
     a_restarted_import_resumes_and_stores_each_event_once,
     a_denied_role_marks_the_connection_and_is_retried_slowly,
     three_workers_share_the_regions_and_take_over_a_dead_ones,
+    one_denied_region_never_stops_the_others,
+    a_role_of_another_account_starts_the_import_over,
+    a_run_waiting_out_throttling_keeps_its_lease,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -55,6 +58,8 @@ pub async fn setup(backend: Backend) -> Option<Setup> {
         required_external_id: Some(c["external_id"].as_str().unwrap().into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
     });
     let path = format!("/v1/connections/{}/role", c["id"].as_str().unwrap());
     let (status, active) = app.call("PUT", &path, Some(&org.admin_token), Some(json!({"role_arn": ROLE}))).await;
@@ -287,6 +292,8 @@ async fn a_denied_role_marks_the_connection_and_is_retried_slowly(backend: Backe
         required_external_id: Some("ct-not-this-connections".into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
     });
     let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
     importer.run_due_jobs_once().await;
@@ -355,4 +362,110 @@ async fn three_workers_share_the_regions_and_take_over_a_dead_ones(backend: Back
     }
     let jobs = store.list_import_jobs(s.org_id, s.connection_id).await.unwrap();
     assert!(jobs.iter().all(|j| j.leased_until.is_none()), "stopped workers freed their leases");
+}
+
+/// A service control policy can deny LookupEvents in one region: that region reports it and is
+/// retried slowly, while the connection stays active and its other regions import.
+async fn one_denied_region_never_stops_the_others(backend: Backend) {
+    let s = setup_or_skip!(backend, "one_denied_region_never_stops_the_others");
+    let path = format!("/v1/connections/{}", s.connection_id);
+    let (status, body) =
+        s.app.call("PATCH", &path, Some(&s.token), Some(json!({"regions": ["us-east-1", "eu-west-1"]}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, c) = s.app.get(&path, &s.token).await;
+    s.standin.standin.add_role(RoleSpec {
+        arn: ROLE.into(),
+        trusted_principal: SERVICE_PRINCIPAL.into(),
+        required_external_id: Some(c["external_id"].as_str().unwrap().into()),
+        allow_lookup_events: true,
+        reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec!["eu-west-1".into()],
+    });
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let now = OffsetDateTime::now_utc();
+    let expected = test_support::seed(
+        &s.standin.standin,
+        ACCOUNT,
+        "us-east-1",
+        &records,
+        now - time::Duration::minutes(30),
+        |_| time::Duration::ZERO,
+    );
+    let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
+    assert_eq!(importer.run_due_jobs_once().await, 2);
+    assert_eq!(stored(&s).await, expected, "us-east-1 is imported in full");
+    let (_, c) = s.app.get(&path, &s.token).await;
+    assert_eq!(c["status"], "active", "one region's denial is not the connection's: {c}");
+    let (_, imports) = s.app.get(&format!("{path}/imports"), &s.token).await;
+    let region =
+        |name: &str| imports["items"].as_array().unwrap().iter().find(|i| i["region"] == name).unwrap().clone();
+    assert_eq!(region("eu-west-1")["status"], "failing");
+    assert!(region("eu-west-1")["last_error"].as_str().unwrap().contains("LookupEvents in eu-west-1 was denied"));
+    assert_eq!(region("us-east-1")["last_error"], serde_json::Value::Null);
+    let jobs = s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap();
+    let denied = jobs.iter().find(|j| j.region == "eu-west-1").unwrap();
+    assert!(denied.next_run_at > OffsetDateTime::now_utc() + time::Duration::minutes(10), "retried slowly");
+}
+
+/// Registering a role of another account: the old account's checkpoint and cached credentials
+/// mean nothing for the new one, whose history is imported from the start of the lookback.
+async fn a_role_of_another_account_starts_the_import_over(backend: Backend) {
+    let s = setup_or_skip!(backend, "a_role_of_another_account_starts_the_import_over");
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let now = OffsetDateTime::now_utc();
+    let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
+    importer.run_due_jobs_once().await;
+    let first = s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap().remove(0);
+    assert!(first.scanned_until > now - time::Duration::minutes(5), "the first account is caught up");
+
+    const OTHER: &str = "333333333333";
+    let other_role = format!("arn:aws:iam::{OTHER}:role/changetrail-cloudtrail-reader");
+    let path = format!("/v1/connections/{}", s.connection_id);
+    let (_, c) = s.app.get(&path, &s.token).await;
+    s.standin.standin.add_role(RoleSpec {
+        arn: other_role.clone(),
+        trusted_principal: SERVICE_PRINCIPAL.into(),
+        required_external_id: Some(c["external_id"].as_str().unwrap().into()),
+        allow_lookup_events: true,
+        reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
+    });
+    // The new account's history: from 20 hours ago, before the old account's checkpoint.
+    let expected =
+        test_support::seed(&s.standin.standin, OTHER, "us-east-1", &records, now - time::Duration::hours(20), |_| {
+            time::Duration::ZERO
+        });
+    let (status, body) =
+        s.app.call("PUT", &format!("{path}/role"), Some(&s.token), Some(json!({"role_arn": other_role}))).await;
+    assert_eq!(status, 200, "{body}");
+    let job = s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap().remove(0);
+    assert_eq!(job.account_id, OTHER);
+    assert!(job.scanned_until < now - time::Duration::hours(23), "back to the start of the lookback day");
+    importer.run_due_jobs_once().await;
+    assert_eq!(stored(&s).await, expected, "every event of the new account, read with the new role's credentials");
+}
+
+/// A run that waits out throttling longer than its lease renews the lease, so no other worker
+/// takes the job meanwhile and the budget is not spent twice.
+async fn a_run_waiting_out_throttling_keeps_its_lease(backend: Backend) {
+    let s = setup_or_skip!(backend, "a_run_waiting_out_throttling_keeps_its_lease");
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let now = OffsetDateTime::now_utc();
+    test_support::seed(&s.standin.standin, ACCOUNT, "us-east-1", &records, now - time::Duration::minutes(30), |_| {
+        time::Duration::ZERO
+    });
+    // Two throttled calls make the run wait 3 to 4.5 s; the lease is 1 s.
+    s.standin.standin.throttle_next(2);
+    let settings = ImportSettings { lease: Duration::from_secs(1), ..test_settings() };
+    let first = Importer::new(s.app.db.store.clone(), s.aws.clone(), settings.clone());
+    let running = tokio::spawn({
+        let first = first.clone();
+        async move { first.run_due_jobs_once().await }
+    });
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let second = Importer::new(s.app.db.store.clone(), s.aws.clone(), settings);
+    assert_eq!(second.run_due_jobs_once().await, 0, "the waiting run still holds its job");
+    assert_eq!(running.await.unwrap(), 1);
 }

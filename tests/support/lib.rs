@@ -143,7 +143,7 @@ impl TestApp {
             api::router(api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60)), &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum_serve(listener, app).await });
+        tokio::spawn(async move { api::serve(listener, app, &settings, std::future::pending()).await });
         Some(TestApp { base_url, db, client: reqwest::Client::new() })
     }
 
@@ -177,10 +177,6 @@ impl TestApp {
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(token), Some(body)).await
     }
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    let _ = axum::serve(listener, app).await;
 }
 
 /// The real CloudTrail records in `../shared/data/cloudtrail/` (MIT: invictus-ir/aws_dataset and

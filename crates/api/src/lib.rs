@@ -23,7 +23,10 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+mod server;
 pub mod setup;
+
+pub use server::serve;
 
 /// What every handler can reach: the application layer.
 pub type AppState = app::App;
@@ -35,6 +38,11 @@ pub struct HttpSettings {
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    /// A connection whose request headers (or, between requests, whose next request) do not
+    /// arrive within this is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -43,6 +51,8 @@ impl Default for HttpSettings {
             cors_origins: Vec::new(),
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }

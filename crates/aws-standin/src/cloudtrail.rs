@@ -37,10 +37,14 @@ fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body:
     if action != "LookupEvents" {
         return (400, json_error(400, "UnknownOperationException", &format!("{action} is not served by the stand-in")));
     }
+    let region = region_of(headers).unwrap_or_else(|| "us-east-1".to_owned());
     let (allowed, caller_arn, role_arn) = match &who {
         Caller::Identity(i) => (false, i.arn.clone(), i.arn.clone()),
         Caller::Session(s) => (
-            inner.roles.get(&s.role_arn).is_some_and(|r| r.allow_lookup_events),
+            inner
+                .roles
+                .get(&s.role_arn)
+                .is_some_and(|r| r.allow_lookup_events && !r.lookup_denied_regions.contains(&region)),
             s.assumed_role_arn.clone(),
             s.role_arn.clone(),
         ),
@@ -52,9 +56,13 @@ fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body:
         return (400, json_error(400, "AccessDeniedException", &message));
     }
     let account = account_of(&role_arn);
-    let region = region_of(headers).unwrap_or_else(|| "us-east-1".to_owned());
     let key = (account, region);
 
+    if inner.throttle_next > 0 {
+        inner.throttle_next -= 1;
+        inner.throttled += 1;
+        return (400, json_error(400, "ThrottlingException", "Rate exceeded"));
+    }
     // AWS's limit: 2 calls per second per account and region, whoever calls.
     if let Some(limit) = inner.lookup_rate_limit {
         let now = std::time::Instant::now();

@@ -43,6 +43,14 @@ pub struct RoleSpec {
     pub required_external_id: Option<String>,
     /// Whether the permissions policy allows `cloudtrail:LookupEvents`.
     pub allow_lookup_events: bool,
+    /// A loose condition instead: `StringLike sts:ExternalId` with this pattern (`*` matches
+    /// any text), so any external ID that matches is admitted. Used when `required_external_id`
+    /// is `None`.
+    #[serde(default)]
+    pub external_id_like: Option<String>,
+    /// Regions where LookupEvents is denied all the same (a service control policy).
+    #[serde(default)]
+    pub lookup_denied_regions: Vec<String>,
     /// Makes GetCallerIdentity report sessions of this role as another ARN.
     #[serde(default)]
     pub reports_session_as: Option<String>,
@@ -90,6 +98,8 @@ struct Inner {
     recent_calls: HashMap<(String, String), std::collections::VecDeque<std::time::Instant>>,
     /// The share of LookupEvents calls answered 500.
     failure_rate: f64,
+    /// This many of the next LookupEvents calls are throttled, whatever the rate.
+    throttle_next: u32,
     throttled: u64,
     lookups_served: u64,
 }
@@ -157,6 +167,11 @@ impl Standin {
 
     pub fn set_lookup_rate_limit(&self, per_second: Option<u32>) {
         self.inner.lock().unwrap().lookup_rate_limit = per_second;
+    }
+
+    /// Throttles the next `calls` LookupEvents calls, as AWS does when others use the budget.
+    pub fn throttle_next(&self, calls: u32) {
+        self.inner.lock().unwrap().throttle_next = calls;
     }
 
     pub fn set_lookup_failure_rate(&self, rate: f64) {

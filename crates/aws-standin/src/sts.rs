@@ -89,10 +89,14 @@ fn sts_action(standin: &Standin, headers: &HeaderMap, action: &str, form: &HashM
             if role.trusted_principal != caller_principal {
                 return denied();
             }
-            if let Some(required) = &role.required_external_id {
-                if form.get("ExternalId") != Some(required) {
-                    return denied();
-                }
+            let given = form.get("ExternalId");
+            let admitted = match (&role.required_external_id, &role.external_id_like) {
+                (Some(required), _) => given == Some(required),
+                (None, Some(pattern)) => given.is_some_and(|id| like(pattern, id)),
+                (None, None) => true,
+            };
+            if !admitted {
+                return denied();
             }
             let duration: i64 =
                 form.get("DurationSeconds").and_then(|d| d.parse().ok()).unwrap_or(3600).clamp(900, 3600);
@@ -131,4 +135,19 @@ fn sts_action(standin: &Standin, headers: &HeaderMap, action: &str, form: &HashM
 
 pub(crate) fn account_of(arn: &str) -> String {
     arn.split(':').nth(4).unwrap_or_default().to_owned()
+}
+
+/// IAM's `StringLike`: `*` matches any run of characters, `?` any one.
+fn like(pattern: &str, text: &str) -> bool {
+    match pattern.chars().next() {
+        None => text.is_empty(),
+        Some('*') => (0..=text.len()).filter(|i| text.is_char_boundary(*i)).any(|i| like(&pattern[1..], &text[i..])),
+        Some(p) => {
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(t) if p == '?' || p == t => like(&pattern[p.len_utf8()..], chars.as_str()),
+                _ => false,
+            }
+        }
+    }
 }

@@ -44,9 +44,18 @@ impl std::fmt::Debug for TemporaryCredentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleCheckFailure {
     AssumeRoleDenied(String),
-    IdentityMismatch { actual: String },
-    ExternalIdNotEnforced,
-    LookupDenied { region: String, message: String },
+    IdentityMismatch {
+        actual: String,
+    },
+    /// AssumeRole succeeded without the external ID, or (`accepts_other_ids`) with one that is
+    /// not this connection's.
+    ExternalIdNotEnforced {
+        accepts_other_ids: bool,
+    },
+    LookupDenied {
+        region: String,
+        message: String,
+    },
     Unavailable(String),
 }
 
@@ -55,7 +64,7 @@ impl RoleCheckFailure {
         match self {
             RoleCheckFailure::AssumeRoleDenied(_) => "assume_role_denied",
             RoleCheckFailure::IdentityMismatch { .. } => "identity_mismatch",
-            RoleCheckFailure::ExternalIdNotEnforced => "external_id_not_enforced",
+            RoleCheckFailure::ExternalIdNotEnforced { .. } => "external_id_not_enforced",
             RoleCheckFailure::LookupDenied { .. } => "lookup_denied",
             RoleCheckFailure::Unavailable(_) => "aws_unavailable",
         }
@@ -73,11 +82,16 @@ impl RoleCheckFailure {
                 "AssumeRole succeeded, but GetCallerIdentity says the session is {actual}, which is not a session of {role}. \
                  Register the ARN of the role you created."
             ),
-            RoleCheckFailure::ExternalIdNotEnforced => format!(
-                "{role} can be assumed without the external ID: its trust policy lacks the condition \
-                 StringEquals sts:ExternalId. Anyone who learns the role's ARN could then read this account's events \
-                 from another changetrail organisation (the confused-deputy problem). Add the condition from the \
-                 setup's trust_policy and register the role again; it was not registered."
+            RoleCheckFailure::ExternalIdNotEnforced { accepts_other_ids } => format!(
+                "{role} can be assumed {}: its trust policy needs the condition StringEquals sts:ExternalId with this \
+                 connection's external_id. Anyone who learns the role's ARN could then read this account's events \
+                 from another changetrail organisation (the confused-deputy problem). Use the setup's trust_policy \
+                 and register the role again; it was not registered.",
+                if *accepts_other_ids {
+                    "with an external ID that is not this connection's (a StringLike, wildcard or Null condition)"
+                } else {
+                    "without the external ID"
+                }
             ),
             RoleCheckFailure::LookupDenied { region, message } => format!(
                 "The role can be assumed, but cloudtrail:LookupEvents was denied in {region} ({message}). Attach the \
@@ -249,10 +263,16 @@ impl Aws {
             return Err(RoleCheckFailure::IdentityMismatch { actual });
         }
 
-        match self.assume_role(role, None, session_name, validation_session).await {
-            Ok(_) => return Err(RoleCheckFailure::ExternalIdNotEnforced),
-            Err(e) if is_denied(e.as_service_error().and_then(|s| s.code())) => {}
-            Err(e) => return Err(RoleCheckFailure::Unavailable(describe(&e))),
+        // The trust policy must admit this connection's external ID and no other: without one,
+        // or with one nobody was given (a `StringLike "*"`, `ct-*` or `Null: false` condition
+        // admits it), another organisation could have changetrail assume this role.
+        let unknown_id = domain::ExternalId::generate();
+        for (probe, loose) in [(None, false), (Some(unknown_id.as_str()), true)] {
+            match self.assume_role(role, probe, session_name, validation_session).await {
+                Ok(_) => return Err(RoleCheckFailure::ExternalIdNotEnforced { accepts_other_ids: loose }),
+                Err(e) if is_denied(e.as_service_error().and_then(|s| s.code())) => {}
+                Err(e) => return Err(RoleCheckFailure::Unavailable(describe(&e))),
+            }
         }
 
         // LookupEvents allows 2 calls per second per account and region, which an import may be

@@ -80,6 +80,8 @@ pub(crate) async fn connection(
         required_external_id: Some(c.external_id.as_str().into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
     });
     let registered = RegisteredRole {
         role_arn: role,

@@ -59,6 +59,16 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "longest a request may take before it is answered 503 `timeout`",
     },
     Variable {
+        name: "CHANGETRAIL_HEADER_READ_TIMEOUT",
+        default: "10s",
+        meaning: "a connection whose request headers (or next request) take longer is closed",
+    },
+    Variable {
+        name: "CHANGETRAIL_MAX_CONNECTIONS",
+        default: "1024",
+        meaning: "HTTP connections served at once; more wait to be accepted",
+    },
+    Variable {
         name: "CHANGETRAIL_LOG",
         default: "info",
         meaning: "log filter, in `tracing` env-filter syntax (e.g. `info,changetrail_api=debug`)",
@@ -89,6 +99,8 @@ pub struct Config {
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -129,6 +141,8 @@ impl Config {
         let cors_text = parse("CHANGETRAIL_CORS_ORIGINS", "");
         let body_limit_text = parse("CHANGETRAIL_BODY_LIMIT", "1048576");
         let timeout_text = parse("CHANGETRAIL_REQUEST_TIMEOUT", "30s");
+        let header_timeout_text = parse("CHANGETRAIL_HEADER_READ_TIMEOUT", "10s");
+        let max_connections_text = parse("CHANGETRAIL_MAX_CONNECTIONS", "1024");
         let log_filter = parse("CHANGETRAIL_LOG", "info");
         let log_format_text = parse("CHANGETRAIL_LOG_FORMAT", "text");
 
@@ -169,6 +183,16 @@ impl Config {
         let request_timeout = parse_duration(&timeout_text).unwrap_or_else(|| {
             errors.push(format!("CHANGETRAIL_REQUEST_TIMEOUT: {timeout_text:?} is not a duration like 30s, 5m or 2h"));
             Duration::from_secs(30)
+        });
+        let header_read_timeout = parse_duration(&header_timeout_text).filter(|d| !d.is_zero()).unwrap_or_else(|| {
+            errors.push(format!(
+                "CHANGETRAIL_HEADER_READ_TIMEOUT: {header_timeout_text:?} is not a duration like 10s or 1m"
+            ));
+            Duration::from_secs(10)
+        });
+        let max_connections = max_connections_text.parse::<usize>().ok().filter(|n| *n >= 1).unwrap_or_else(|| {
+            errors.push(format!("CHANGETRAIL_MAX_CONNECTIONS: {max_connections_text:?} is not a number ≥ 1"));
+            1024
         });
         let mut import = worker::ImportSettings::default();
         match parse_duration(&interval_text) {
@@ -212,6 +236,8 @@ impl Config {
             cors_origins,
             body_limit_bytes,
             request_timeout,
+            header_read_timeout,
+            max_connections,
             log_filter,
             log_format,
         })
@@ -229,6 +255,8 @@ impl Config {
             cors_origins: self.cors_origins.clone(),
             body_limit_bytes: self.body_limit_bytes,
             request_timeout: self.request_timeout,
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
         }
     }
 }

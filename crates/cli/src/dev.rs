@@ -127,6 +127,8 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
         required_external_id: connection["external_id"].as_str().map(str::to_owned),
         allow_lookup_events: true,
         reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
     });
     let registered =
         call(reqwest::Method::PUT, &format!("/v1/connections/{id}/role"), serde_json::json!({"role_arn": DEMO_ROLE}))

@@ -112,9 +112,11 @@ pub async fn serve_api(
 ) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let app = api::router(api::AppState::new(store, aws, config.import.overlap), &config.http());
+    let settings = config.http();
+    let app = api::router(api::AppState::new(store, aws, config.import.overlap), &settings);
     tracing::info!(address = %config.listen, "API listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the API server failed")
+    api::serve(listener, app, &settings, shutdown).await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -53,6 +53,8 @@ async fn killed_worker_resumes_exactly(backend: Backend) {
         required_external_id: Some(connection.external_id.as_str().into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
     });
     let role = RegisteredRole {
         role_arn: ROLE.into(),

@@ -100,7 +100,9 @@ pub trait Connections: Send + Sync {
     ) -> StoreResult<Option<Connection>>;
     /// Deletes the connection and the events it imported.
     async fn delete_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool>;
-    /// Registers a validated role: the connection becomes active and its last error is cleared.
+    /// Registers a validated role: the connection becomes active, its last error is cleared, and
+    /// its regions get their import jobs (its `JobPlan`) in the same transaction. A role of
+    /// another account starts those jobs over.
     async fn register_role(
         &self,
         org_id: Uuid,
@@ -137,6 +139,9 @@ pub trait ImportQueue: Send + Sync {
     /// Stores a page of events with their environment links and moves the job's progress, in one
     /// transaction, if `lease` still holds. Returns how many events were new.
     async fn save_import_page(&self, lease: &Lease, events: &[NewEvent], progress: &PageProgress) -> StoreResult<u64>;
+    /// Extends a held lease to `until` (a run that waits, say for throttling, keeps its job).
+    /// `LeaseLost` if another worker holds it now.
+    async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> StoreResult<()>;
     /// Ends a run: frees the lease and schedules the next one.
     async fn finish_import_run(&self, lease: &Lease, outcome: &RunOutcome) -> StoreResult<()>;
     /// Frees every lease of a worker that is stopping, so others need not wait for them to pass.

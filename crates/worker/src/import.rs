@@ -41,6 +41,11 @@ impl Importer {
                 let _ = self.store.record_connection_problem(job.org_id, job.connection_id, &problem, true).await;
                 RunOutcome { next_run_at: now + self.settings.denied_retry, error: Some(message) }
             }
+            Err(Stop::RegionDenied(message)) => {
+                metrics::counter!("changetrail_import_denied_total").increment(1);
+                tracing::warn!(connection = %job.connection_id, region = %job.region, error = %message, "LookupEvents denied in this region");
+                RunOutcome { next_run_at: now + self.settings.denied_retry, error: Some(message) }
+            }
             Err(Stop::Failed(message)) => {
                 let backoff = Duration::from_secs(30 * 2u64.pow(job.attempts.min(6)));
                 tracing::warn!(connection = %job.connection_id, region = %job.region, error = %message, "import run failed");
@@ -83,8 +88,12 @@ impl Importer {
             let mut token = current.next_token.clone();
             loop {
                 let include_read_only = connection.settings.include_read_only;
-                let page = match self.lookup(&reader, job, &current, token.clone(), include_read_only, shutdown).await {
-                    Ok(page) => page,
+                let call =
+                    LookupCall { reader: &reader, lease, walk: &current, token: token.clone(), include_read_only };
+                let page = match self.lookup(call, job, shutdown).await {
+                    Ok(Some(page)) => page,
+                    // Shut down while waiting for a slot: nothing is half done.
+                    Ok(None) => return Ok(false),
                     Err(LookupError::ExpiredCredentials) if renewals < 3 => {
                         renewals += 1;
                         self.credentials.forget(connection.id);
@@ -97,7 +106,7 @@ impl Importer {
                         token = None;
                         continue;
                     }
-                    Err(LookupError::Denied(message)) => return Err(Stop::Denied(message)),
+                    Err(LookupError::Denied(message)) => return Err(Stop::RegionDenied(message)),
                     Err(LookupError::Throttled) => return Err(Stop::Failed("throttled 50 times in a row".into())),
                     Err(LookupError::ExpiredCredentials) => {
                         return Err(Stop::Failed("the role's credentials expired again after renewal".into()))
@@ -153,16 +162,15 @@ impl Importer {
     }
 
     /// One LookupEvents page, paced by the account's shared budget, with retries of throttling
-    /// and transient failures; every other outcome goes to the caller.
+    /// and transient failures; every other outcome goes to the caller. Waits that would outlast
+    /// the lease renew it first, so another worker never takes a job that is only waiting; a
+    /// shutdown during a wait ends it (`Ok(None)`).
     async fn lookup(
         &self,
-        reader: &CloudTrailReader,
+        call: LookupCall<'_>,
         job: &ImportJob,
-        walk: &Walk,
-        token: Option<String>,
-        include_read_only: bool,
         shutdown: &CancellationToken,
-    ) -> Result<LookupPage, LookupError> {
+    ) -> Result<Option<LookupPage>, LookupError> {
         let mut failures = 0u32;
         let mut throttles = 0u32;
         loop {
@@ -173,25 +181,49 @@ impl Importer {
                 .reserve_lookup_slot(&job.account_id, &job.region, now, interval)
                 .await
                 .map_err(|e| LookupError::Failed(e.to_string()))?;
-            if slot > now {
-                tokio::time::sleep(to_std(slot - now)).await;
+            if slot > now && !self.wait(call.lease, to_std(slot - now), shutdown).await? {
+                return Ok(None);
             }
-            let result = reader.lookup_page(walk, token.clone(), include_read_only).await;
+            let result = call.reader.lookup_page(call.walk, call.token.clone(), call.include_read_only).await;
             metrics::counter!("changetrail_lookup_calls_total").increment(1);
-            match result {
+            let wait = match result {
                 Err(LookupError::Throttled) if throttles < 50 => {
                     metrics::counter!("changetrail_lookup_throttled_total").increment(1);
                     throttles += 1;
-                    let wait = jitter(Duration::from_millis(500 * 2u64.pow(throttles.min(5))));
-                    tokio::time::sleep(wait.min(Duration::from_secs(20))).await;
+                    jitter(Duration::from_millis(500 * 2u64.pow(throttles.min(5)))).min(Duration::from_secs(20))
                 }
-                Err(LookupError::Transient(_)) if failures < self.settings.max_retries && !shutdown.is_cancelled() => {
+                Err(LookupError::Transient(_)) if failures < self.settings.max_retries => {
                     failures += 1;
                     metrics::counter!("changetrail_lookup_retries_total").increment(1);
-                    tokio::time::sleep(jitter(Duration::from_millis(100 * 2u64.pow(failures.min(8))))).await;
+                    jitter(Duration::from_millis(100 * 2u64.pow(failures.min(8))))
                 }
-                other => return other,
+                other => return other.map(Some),
+            };
+            if !self.wait(call.lease, wait, shutdown).await? {
+                return Ok(None);
             }
         }
     }
+
+    /// Sleeps `wait` with the lease renewed to outlast it; false when shut down meanwhile.
+    async fn wait(&self, lease: &Lease, wait: Duration, shutdown: &CancellationToken) -> Result<bool, LookupError> {
+        let until = domain::time_util::now() + wait + self.settings.lease;
+        self.store.renew_lease(lease, until).await.map_err(|e| match e {
+            domain::StoreError::LeaseLost => LookupError::Failed("the lease on this job is lost".into()),
+            other => LookupError::Failed(other.to_string()),
+        })?;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(true),
+            _ = shutdown.cancelled() => Ok(false),
+        }
+    }
+}
+
+/// What one LookupEvents call is for.
+struct LookupCall<'a> {
+    reader: &'a CloudTrailReader,
+    lease: &'a Lease,
+    walk: &'a Walk,
+    token: Option<String>,
+    include_read_only: bool,
 }

@@ -83,6 +83,9 @@ pub struct Importer {
 enum Stop {
     /// The connection's role was denied: the connection is marked and retried slowly.
     Denied(String),
+    /// LookupEvents was denied in this region only (a service control policy, say): this
+    /// region's job reports it and is retried slowly; the connection's other regions go on.
+    RegionDenied(String),
     /// Retries ran out or something else failed; retried with backoff.
     Failed(String),
     /// Another worker holds the job now.

@@ -40,7 +40,7 @@ impl Importer {
             Err(Stop::LeaseLost) => {
                 tracing::info!(connection = %job.connection_id, "re-link superseded (rules changed again or lease lost)")
             }
-            Err(Stop::Denied(e) | Stop::Failed(e)) => {
+            Err(Stop::Denied(e) | Stop::RegionDenied(e) | Stop::Failed(e)) => {
                 tracing::warn!(connection = %job.connection_id, error = %e, "re-link failed; retried when its lease passes")
             }
         }

@@ -2,14 +2,16 @@
 
 use async_trait::async_trait;
 use domain::connection::ConnectionProblem;
+use domain::import::JobPlan;
 use domain::store::{Connections, StoreResult};
-use domain::time_util::{now, to_micros};
+use domain::time_util::{from_micros, now, to_micros};
 use domain::{Connection, ConnectionSettings, ExternalId, Page, PageRequest, RegisteredRole};
 use sqlx::query::QueryAs;
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
+use super::imports::{remove_other_jobs, upsert_jobs};
 use crate::rows::{backend, db_error, ConnectionRow, CONNECTION_COLUMNS};
 use crate::SqlStore;
 
@@ -153,20 +155,30 @@ impl Connections for SqlStore {
         connection_id: Uuid,
         role: &RegisteredRole,
     ) -> StoreResult<Option<Connection>> {
-        let sql = register_role_sql();
-        let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
-            sqlx::query_as(&sql)
+        let (sql, at) = (register_role_sql(), to_micros(now()));
+        // Active and scheduled in one transaction: an active connection always has its jobs.
+        // The first statement writes, so SQLite takes the write lock at once.
+        let connection: Option<Connection> = on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            let row: Option<ConnectionRow> = sqlx::query_as(&sql)
                 .bind(org_id)
                 .bind(connection_id)
                 .bind(&role.role_arn)
                 .bind(&role.account_id)
                 .bind(&role.assumed_role_arn)
                 .bind(to_micros(role.validated_at))
-                .fetch_optional(pool)
-                .await
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let connection = Connection::try_from(row).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            if let Some(plan) = JobPlan::for_connection(&connection, from_micros(at)) {
+                remove_other_jobs::<Db>(connection_id, &plan).build().execute(&mut *tx).await?;
+                upsert_jobs::<Db>(org_id, connection_id, &plan, at).build().execute(&mut *tx).await?;
+            }
+            tx.commit().await.map(|()| Some(connection))
         })
         .map_err(backend)?;
-        row.map(TryInto::try_into).transpose()
+        Ok(connection)
     }
 
     async fn record_connection_problem(

@@ -6,6 +6,7 @@ use domain::import::{ImportJob, JobPlan, Lease, PageProgress, RunOutcome};
 use domain::store::{ImportQueue, StoreResult};
 use domain::time_util::{from_micros, now, to_micros};
 use domain::StoreError;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -14,10 +15,56 @@ use super::links::insert_links;
 use crate::rows::{backend, ImportJobRow, IMPORT_JOB_COLUMNS};
 use crate::SqlStore;
 
-const UPSERT_JOB: &str =
-    "INSERT INTO import_jobs (connection_id, region, org_id, account_id, next_run_at, scanned_until)
-     VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT (connection_id, region) DO UPDATE SET account_id = $4";
+/// The jobs a plan asks for. An existing job keeps its progress, unless the plan is for another
+/// account (a new role): then the old account's checkpoint and walk mean nothing, and the job
+/// starts over like a new one. (`SET` expressions read the row as it was.)
+pub(super) fn upsert_jobs<'a, DB>(org_id: Uuid, connection_id: Uuid, plan: &'a JobPlan, at: i64) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "INSERT INTO import_jobs (connection_id, region, org_id, account_id, next_run_at, scanned_until) ",
+    );
+    sql.push_values(&plan.regions, |mut row, region| {
+        row.push_bind(connection_id)
+            .push_bind(region.as_str())
+            .push_bind(org_id)
+            .push_bind(plan.account_id.as_str())
+            .push_bind(at)
+            .push_bind(to_micros(plan.start));
+    });
+    sql.push(
+        " ON CONFLICT (connection_id, region) DO UPDATE SET
+             scanned_until = CASE WHEN import_jobs.account_id = excluded.account_id
+                                  THEN import_jobs.scanned_until ELSE excluded.scanned_until END,
+             window_start = CASE WHEN import_jobs.account_id = excluded.account_id THEN import_jobs.window_start END,
+             window_end = CASE WHEN import_jobs.account_id = excluded.account_id THEN import_jobs.window_end END,
+             next_token = CASE WHEN import_jobs.account_id = excluded.account_id THEN import_jobs.next_token END,
+             next_run_at = CASE WHEN import_jobs.account_id = excluded.account_id
+                                THEN import_jobs.next_run_at ELSE excluded.next_run_at END,
+             account_id = excluded.account_id",
+    );
+    sql
+}
+
+/// Removes the connection's jobs of regions the plan no longer has.
+pub(super) fn remove_other_jobs<'a, DB>(connection_id: Uuid, plan: &'a JobPlan) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new("DELETE FROM import_jobs WHERE connection_id = ");
+    sql.push_bind(connection_id).push(" AND region NOT IN (''");
+    for region in &plan.regions {
+        sql.push(", ").push_bind(region.as_str());
+    }
+    sql.push(")");
+    sql
+}
 
 fn claim_sql(lock: &str) -> String {
     format!(
@@ -57,30 +104,12 @@ const RESERVE_SLOT: &str = "INSERT INTO lookup_pacing (account_id, region, next_
 #[async_trait]
 impl ImportQueue for SqlStore {
     async fn schedule_imports(&self, org_id: Uuid, connection_id: Uuid, plan: &JobPlan) -> StoreResult<()> {
-        let (at, start) = (to_micros(now()), to_micros(plan.start));
+        let at = to_micros(now());
         on_pool!(self, |pool: Db| {
             let mut tx = pool.begin().await?;
-            let existing: Vec<(String,)> = sqlx::query_as("SELECT region FROM import_jobs WHERE connection_id = $1")
-                .bind(connection_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            for (region,) in existing.iter().filter(|(r,)| !plan.regions.contains(r)) {
-                sqlx::query("DELETE FROM import_jobs WHERE connection_id = $1 AND region = $2")
-                    .bind(connection_id)
-                    .bind(region)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for region in &plan.regions {
-                sqlx::query(UPSERT_JOB)
-                    .bind(connection_id)
-                    .bind(region)
-                    .bind(org_id)
-                    .bind(&plan.account_id)
-                    .bind(at)
-                    .bind(start)
-                    .execute(&mut *tx)
-                    .await?;
+            remove_other_jobs::<Db>(connection_id, plan).build().execute(&mut *tx).await?;
+            if !plan.regions.is_empty() {
+                upsert_jobs::<Db>(org_id, connection_id, plan, at).build().execute(&mut *tx).await?;
             }
             tx.commit().await
         })
@@ -160,6 +189,26 @@ impl ImportQueue for SqlStore {
             return Err(StoreError::LeaseLost);
         }
         Ok(inserted)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> StoreResult<()> {
+        let held = on_pool!(self, |pool: Db| {
+            sqlx::query(
+                "UPDATE import_jobs SET leased_until = $4 WHERE connection_id = $1 AND region = $2 AND lease_owner = $3",
+            )
+            .bind(lease.connection_id)
+            .bind(&lease.region)
+            .bind(&lease.owner)
+            .bind(to_micros(until))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .map_err(backend)?;
+        if held == 0 {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(())
     }
 
     async fn finish_import_run(&self, lease: &Lease, outcome: &RunOutcome) -> StoreResult<()> {

@@ -21,6 +21,7 @@ on_both_backends!(
     a_cursor_keeps_the_window_of_its_first_page,
     silent_slow_and_idle_clients_are_disconnected,
     connections_beyond_the_cap_wait_their_turn,
+    an_environment_that_rules_name_is_neither_renamed_nor_deleted,
 );
 
 /// An app that closes connections whose headers take over a second, serving `max` at once.
@@ -270,4 +271,31 @@ async fn connections_beyond_the_cap_wait_their_turn(backend: Backend) {
     let patient = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap();
     let response = patient.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200, "served once a slot is free");
+}
+
+/// Renaming or deleting an environment that a connection's rules name would silently unlink
+/// the connection's new events: refused, naming the connection.
+async fn an_environment_that_rules_name_is_neither_renamed_nor_deleted(backend: Backend) {
+    let app = app_or_skip!(backend, "an_environment_that_rules_name_is_neither_renamed_nor_deleted");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    app.post("/v1/environments", t, json!({"name": "spare"})).await;
+    let rules = json!([{"environment": "prod", "regions": ["eu-west-1"]}]);
+    let (status, c) = app
+        .post(
+            "/v1/connections",
+            t,
+            json!({"name": "main account", "regions": ["eu-west-1"], "environment_rules": rules}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (status, p) = app.call("PATCH", "/v1/environments/prod", Some(t), Some(json!({"slug": "production"}))).await;
+    assert_eq!((status, p["code"].as_str()), (409, Some("environment_in_use")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("main account"), "it names the connection: {p}");
+    let (status, p) = app.call("DELETE", "/v1/environments/prod", Some(t), None).await;
+    assert_eq!((status, p["code"].as_str()), (409, Some("environment_in_use")), "{p}");
+    let (status, _) = app.call("PATCH", "/v1/environments/prod", Some(t), Some(json!({"name": "Production"}))).await;
+    assert_eq!(status, 200, "a new name that keeps the slug is fine");
+    assert_eq!(app.call("DELETE", "/v1/environments/spare", Some(t), None).await.0, 204, "an unused one goes");
 }

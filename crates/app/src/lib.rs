@@ -9,6 +9,7 @@ use domain::{FieldError, Invalid, Store, StoreError};
 use tokio::sync::broadcast;
 
 mod connections;
+mod environments;
 mod posting;
 mod timeline;
 

@@ -1,7 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::{Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment, Scope};
+use domain::{Environment, EnvironmentPatch, NewEnvironment, Scope};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{double_option, ListParams, ListResponse};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::AppState;
 
@@ -70,12 +70,6 @@ impl From<Environment> for EnvironmentView {
     }
 }
 
-/// Finds an environment of the caller's organisation by UUID or slug.
-pub async fn find(state: &AppState, caller: &Caller, env: &str) -> ApiResult<Environment> {
-    let reference = EnvironmentRef::parse(env).map_err(|_| ApiError::not_found("environment"))?;
-    state.store.get_environment(caller.org_id, &reference).await?.ok_or_else(|| ApiError::not_found("environment"))
-}
-
 /// Create an environment.
 #[utoipa::path(post, path = "/v1/environments", tag = "environments", operation_id = "create_environment",
     request_body = CreateEnvironment, security(("bearer" = ["admin"])),
@@ -115,7 +109,7 @@ async fn get_environment(
     Path(env): Path<String>,
 ) -> ApiResult<Json<EnvironmentView>> {
     caller.require(Scope::Read)?;
-    Ok(Json(find(&state, &caller, &env).await?.into()))
+    Ok(Json(state.environment(caller.org_id, &env).await?.into()))
 }
 
 /// Change an environment's name, slug or description.
@@ -123,7 +117,7 @@ async fn get_environment(
     params(("env" = String, Path, description = "The environment's UUID or slug")), request_body = UpdateEnvironment,
     security(("bearer" = ["admin"])),
     responses((status = 200, body = EnvironmentView), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Slug in use", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "Slug in use, or environment_in_use: a connection's rules name it", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update_environment(
     State(state): State<AppState>,
     caller: Caller,
@@ -136,25 +130,20 @@ async fn update_environment(
         body.slug.as_deref(),
         body.description.as_ref().map(|d| d.as_deref()),
     )?;
-    let existing = find(&state, &caller, &env).await?;
-    let updated = state.store.update_environment(caller.org_id, existing.id, &patch).await?;
-    Ok(Json(updated.ok_or_else(|| ApiError::not_found("environment"))?.into()))
+    Ok(Json(state.update_environment(caller.org_id, &env, &patch).await?.into()))
 }
 
 /// Delete an environment. Its links to timeline items go with it; the items stay.
 #[utoipa::path(delete, path = "/v1/environments/{env}", tag = "environments", operation_id = "delete_environment",
     params(("env" = String, Path, description = "The environment's UUID or slug")), security(("bearer" = ["admin"])),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "environment_in_use: a connection's rules name it", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn delete_environment(
     State(state): State<AppState>,
     caller: Caller,
     Path(env): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Scope::Admin)?;
-    let existing = find(&state, &caller, &env).await?;
-    if state.store.delete_environment(caller.org_id, existing.id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("environment"))
-    }
+    state.delete_environment(caller.org_id, &env).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -145,6 +145,11 @@ async fn repeatable_parameters_are_bounded(backend: Backend) {
     let kinds: String = (0..50).map(|_| "&kind=deploy").collect();
     let (status, problem) = app.get(&format!("/v1/environments/prod/timeline?limit=5{kinds}"), t).await;
     assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("kind")), "{problem}");
+    let scopes: Vec<&str> = vec!["read"; 1000];
+    let (status, problem) = app.post("/v1/tokens", t, json!({"name": "many", "scopes": scopes})).await;
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!((status, fields), (422, vec!["scopes"]), "{problem}");
     let envs: String = (0..21).map(|_| "&environment=prod").collect();
     let (status, problem) = app.get(&format!("/v1/timeline?limit=5{envs}"), t).await;
     assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("environment")), "{problem}");

@@ -136,3 +136,30 @@ impl App {
         }
     }
 }
+
+impl App {
+    /// A new API token: its record, and its secret (shown once; only its hash is kept).
+    pub async fn create_token(
+        &self,
+        org_id: uuid::Uuid,
+        name: &str,
+        scopes: &[String],
+    ) -> AppResult<(domain::ApiToken, domain::TokenSecret)> {
+        let mut errors = Invalid::default();
+        let name = errors.check(domain::validation::text("name", name, 200));
+        let mut parsed = Vec::new();
+        for (i, s) in scopes.iter().enumerate().take(domain::token::MAX_SCOPES) {
+            match domain::Scope::parse(s) {
+                Some(scope) => parsed.push(scope),
+                None => errors.push(format!("scopes[{i}]"), format!("unknown scope {s:?}; use read, write or admin")),
+            }
+        }
+        errors.check(domain::validation::at_most("scopes", scopes.len(), domain::token::MAX_SCOPES));
+        let scopes = errors.check(domain::Scopes::new(parsed));
+        errors.into_result()?;
+        let (name, scopes) = (name.unwrap_or_default(), scopes.unwrap_or_else(domain::Scopes::admin));
+        let secret = domain::TokenSecret::generate();
+        let token = self.store.create_token(org_id, &name, &scopes, &secret.display_prefix(), &secret.hash()).await?;
+        Ok((token, secret))
+    }
+}

@@ -92,6 +92,8 @@ pub struct ApiToken {
 pub struct TokenSecret(String);
 
 pub const TOKEN_PREFIX: &str = "ct_";
+/// A token names each of its three scopes at most a few times over.
+pub const MAX_SCOPES: usize = 10;
 /// A bootstrap token chosen by an operator must still be hard to guess.
 pub const MIN_CHOSEN_TOKEN_CHARS: usize = 24;
 

@@ -1,7 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::{ApiToken, Scope, Scopes, TokenSecret};
+use domain::{ApiToken, Scope};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -71,21 +71,7 @@ async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     caller.require(Scope::Admin)?;
-    let mut errors = domain::Invalid::default();
-    let name = errors.check(domain::validation::text("name", &body.name, 200));
-    let mut scopes = Vec::new();
-    for (i, s) in body.scopes.iter().enumerate() {
-        match Scope::parse(s) {
-            Some(scope) => scopes.push(scope),
-            None => errors.push(format!("scopes[{i}]"), format!("unknown scope {s:?}; use read, write or admin")),
-        }
-    }
-    let scopes = errors.check(Scopes::new(scopes));
-    errors.into_result()?;
-    let (name, scopes) = (name.unwrap_or_default(), scopes.unwrap_or_else(Scopes::admin));
-    let secret = TokenSecret::generate();
-    let token =
-        state.store.create_token(caller.org_id, &name, &scopes, &secret.display_prefix(), &secret.hash()).await?;
+    let (token, secret) = state.create_token(caller.org_id, &body.name, &body.scopes).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token: token.into(), secret: secret.expose().to_owned() })))
 }
 

@@ -125,8 +125,11 @@ async fn bad_query_parameters(backend: Backend) {
         let (s, p) = app.get(&format!("/v1/environments?limit={limit}"), t).await;
         assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("limit")), "{limit}: {p}");
     }
-    let (s, p) = app.get("/v1/environments?limit=many", t).await;
-    assert_eq!((s, p["code"].as_str()), (400, Some("invalid_query")), "{p}");
+    // A value of the wrong type is an invalid value like any other (#10.16): 422 naming it.
+    for limit in ["many", ""] {
+        let (s, p) = app.get(&format!("/v1/environments?limit={limit}"), t).await;
+        assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("limit")), "{limit:?}: {p}");
+    }
     let (s, p) = app.get("/v1/environments?cursor=bm90LWEtY3Vyc29y", t).await;
     assert_eq!((s, p["code"].as_str()), (400, Some("invalid_cursor")), "{p}");
 }

@@ -150,6 +150,25 @@ async fn repeatable_parameters_are_bounded(backend: Backend) {
     let fields: Vec<&str> =
         problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!((status, fields), (422, vec!["scopes"]), "{problem}");
+    for (query, field) in
+        [("limit=", "limit"), ("limit=ten", "limit"), ("include_read_only=maybe", "include_read_only")]
+    {
+        let (status, problem) = app.get(&format!("/v1/environments/prod/timeline?{query}"), t).await;
+        assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some(field)), "{query}: {problem}");
+    }
+    let (status, problem) = app
+        .post(
+            "/v1/deploys",
+            t,
+            json!({"environment": "nowhere", "service": "api", "version": "v1",
+        "status": "succeeded", "started_at": at(OffsetDateTime::now_utc())}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        problem["errors"][0]["message"], "no environment 'nowhere' in your organisation",
+        "words, not Rust debug text"
+    );
     let envs: String = (0..21).map(|_| "&environment=prod").collect();
     let (status, problem) = app.get(&format!("/v1/timeline?limit=5{envs}"), t).await;
     assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("environment")), "{problem}");

@@ -81,9 +81,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
-        serde_html_form::from_str(query)
-            .map(ApiQuery)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("the query string cannot be read: {e}")))
+        // A parameter whose value is of the wrong type (`limit=`, `limit=ten`) is an invalid
+        // value like any other: 422 naming it. What names no parameter stays a 400.
+        let deserializer = serde_html_form::Deserializer::from_bytes(query.as_bytes());
+        serde_path_to_error::deserialize(deserializer).map(ApiQuery).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.inner().to_string();
+            if field.is_empty() || field == "." {
+                ApiError::bad_request("invalid_query", format!("the query string cannot be read: {message}"))
+            } else {
+                ApiError::invalid_field(&field, message)
+            }
+        })
     }
 }
 

@@ -151,7 +151,7 @@ impl App {
         let found = self.store.find_environments(org_id, &refs).await?;
         let mut errors = Invalid::default();
         for (field, slug) in named.iter().filter(|(_, slug)| !found.iter().any(|e| &e.slug == slug)) {
-            errors.push(field, format!("no environment {slug:?} in your organisation; create it first"));
+            errors.push(field, format!("no environment '{slug}' in your organisation; create it first"));
         }
         Ok(errors.into_result()?)
     }

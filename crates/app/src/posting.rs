@@ -26,7 +26,7 @@ impl App {
         for slug in &posted.environments {
             match found.iter().find(|e| &e.slug == slug) {
                 Some(env) => posted.event.environment_ids.push(env.id),
-                None => errors.push("environments", format!("no environment {slug:?} in your organisation")),
+                None => errors.push("environments", format!("no environment '{slug}' in your organisation")),
             }
         }
         errors.into_result()?;

@@ -26,10 +26,12 @@ async fn serve_on_a_fresh_machine_prints_a_working_admin_token() {
         .env("AWS_SECRET_ACCESS_KEY", "not-a-secret")
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let token = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
@@ -66,4 +68,10 @@ async fn serve_on_a_fresh_machine_prints_a_working_admin_token() {
         assert!(Instant::now() < deadline, "serve did not stop within 15 s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The log, written to a pipe here as to a file or a collector: plain text, no secret.
+    let log = log.join().unwrap();
+    assert!(log.contains("AWS identity is unknown"), "the warning is logged: {log}");
+    assert!(!log.contains('\x1b'), "no colour codes when stderr is not a terminal: {log:?}");
+    assert!(!log.contains(&token), "the admin token is printed on stdout only, never logged");
 }

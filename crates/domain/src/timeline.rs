@@ -65,7 +65,9 @@ pub struct TimelineParams {
     pub until: Option<String>,
     #[serde(default)]
     pub kind: Vec<String>,
+    #[serde(default, deserialize_with = "crate::validation::query_value")]
     pub include_read_only: Option<bool>,
+    #[serde(default, deserialize_with = "crate::validation::query_value")]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub actor: Option<String>,

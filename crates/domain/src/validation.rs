@@ -105,3 +105,17 @@ pub fn at_most(field: &str, count: usize, max: usize) -> Result<(), Invalid> {
     }
     Ok(())
 }
+
+/// For a query parameter that must hold a value when given (`limit`, `include_read_only`):
+/// absent is `None` (with `#[serde(default)]`), but given empty or unreadable is an error naming
+/// what was sent. (Form decoding would otherwise read `limit=` as absent.)
+pub fn query_value<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    use serde::de::Error;
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(|e| D::Error::custom(format!("{text:?} is not a valid value: {e}")))
+}

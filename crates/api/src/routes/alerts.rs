@@ -96,6 +96,7 @@ async fn create_alerts(
 #[into_params(parameter_in = Query)]
 pub struct SuspectParams {
     /// How far before the alert to look, 1–10080 minutes (default 120).
+    #[serde(default, deserialize_with = "domain::validation::query_value")]
     pub window_minutes: Option<i64>,
 }
 

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Items per page, 1–500 (default 50).
+    #[serde(default, deserialize_with = "domain::validation::query_value")]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

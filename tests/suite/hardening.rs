@@ -118,14 +118,14 @@ async fn two_bootstraps_at_once_create_one_organization(backend: Backend) {
         created.extend(attempt.await.unwrap().unwrap());
     }
     assert_eq!(created.len(), 1, "exactly one of eight concurrent bootstraps creates the organisation");
-    let found: Vec<_> = futures_of(&store, &secrets).await;
+    let found: Vec<_> = orgs_of_tokens(&store, &secrets).await;
     assert_eq!(found.len(), 1, "and exactly one admin token");
     assert_eq!(found[0], created[0].id);
     let again = TokenSecret::generate();
     assert!(store.bootstrap_organization("default", &again.display_prefix(), &again.hash()).await.unwrap().is_none());
 }
 
-async fn futures_of(store: &Arc<dyn domain::Store>, secrets: &[TokenSecret]) -> Vec<uuid::Uuid> {
+async fn orgs_of_tokens(store: &Arc<dyn domain::Store>, secrets: &[TokenSecret]) -> Vec<uuid::Uuid> {
     let mut orgs = Vec::new();
     for secret in secrets {
         orgs.extend(store.find_token(&secret.hash()).await.unwrap().map(|t| t.org_id));

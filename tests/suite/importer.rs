@@ -52,15 +52,7 @@ pub async fn setup(backend: Backend) -> Option<Setup> {
         )
         .await;
     assert_eq!(status, 201, "{c}");
-    standin.standin.add_role(RoleSpec {
-        arn: ROLE.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(c["external_id"].as_str().unwrap().into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
+    standin.standin.add_role(reader_role(ROLE, c["external_id"].as_str().unwrap(), &[]));
     let path = format!("/v1/connections/{}/role", c["id"].as_str().unwrap());
     let (status, active) = app.call("PUT", &path, Some(&org.admin_token), Some(json!({"role_arn": ROLE}))).await;
     assert_eq!(status, 200, "{active}");
@@ -73,6 +65,20 @@ pub async fn setup(backend: Backend) -> Option<Setup> {
         standin,
         aws,
     })
+}
+
+/// A role that trusts the service with `external_id` and may call LookupEvents, except in
+/// `denied_regions` (as a service control policy would deny them).
+fn reader_role(arn: &str, external_id: &str, denied_regions: &[&str]) -> RoleSpec {
+    RoleSpec {
+        arn: arn.into(),
+        trusted_principal: SERVICE_PRINCIPAL.into(),
+        required_external_id: Some(external_id.into()),
+        allow_lookup_events: true,
+        reports_session_as: None,
+        external_id_like: None,
+        lookup_denied_regions: denied_regions.iter().map(|r| r.to_string()).collect(),
+    }
 }
 
 /// Fast enough for tests; still paced through the shared slot table.
@@ -286,15 +292,7 @@ async fn a_restarted_import_resumes_and_stores_each_event_once(backend: Backend)
 
 async fn a_denied_role_marks_the_connection_and_is_retried_slowly(backend: Backend) {
     let s = setup_or_skip!(backend, "a_denied_role_marks_the_connection_and_is_retried_slowly");
-    s.standin.standin.add_role(RoleSpec {
-        arn: ROLE.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some("ct-not-this-connections".into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
+    s.standin.standin.add_role(reader_role(ROLE, "ct-not-this-connections", &[]));
     let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
     importer.run_due_jobs_once().await;
     let (_, connection) = s.app.get(&format!("/v1/connections/{}", s.connection_id), &s.token).await;
@@ -373,15 +371,7 @@ async fn one_denied_region_never_stops_the_others(backend: Backend) {
         s.app.call("PATCH", &path, Some(&s.token), Some(json!({"regions": ["us-east-1", "eu-west-1"]}))).await;
     assert_eq!(status, 200, "{body}");
     let (_, c) = s.app.get(&path, &s.token).await;
-    s.standin.standin.add_role(RoleSpec {
-        arn: ROLE.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(c["external_id"].as_str().unwrap().into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        external_id_like: None,
-        lookup_denied_regions: vec!["eu-west-1".into()],
-    });
+    s.standin.standin.add_role(reader_role(ROLE, c["external_id"].as_str().unwrap(), &["eu-west-1"]));
     let records = test_support::cloudtrail_records("invictus-aws-dataset");
     let now = OffsetDateTime::now_utc();
     let expected = test_support::seed(
@@ -423,15 +413,7 @@ async fn a_role_of_another_account_starts_the_import_over(backend: Backend) {
     let other_role = format!("arn:aws:iam::{OTHER}:role/changetrail-cloudtrail-reader");
     let path = format!("/v1/connections/{}", s.connection_id);
     let (_, c) = s.app.get(&path, &s.token).await;
-    s.standin.standin.add_role(RoleSpec {
-        arn: other_role.clone(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(c["external_id"].as_str().unwrap().into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
+    s.standin.standin.add_role(reader_role(&other_role, c["external_id"].as_str().unwrap(), &[]));
     // The new account's history: from 20 hours ago, before the old account's checkpoint.
     let expected =
         test_support::seed(&s.standin.standin, OTHER, "us-east-1", &records, now - time::Duration::hours(20), |_| {

@@ -15,6 +15,7 @@ on_both_backends!(
     suspects_are_ranked_with_reasons,
     filters_and_several_environments,
     changing_rules_relinks_stored_events,
+    every_posted_item_reaches_the_subscribers,
 );
 
 fn at(t: OffsetDateTime) -> String {
@@ -305,4 +306,41 @@ async fn changing_rules_relinks_stored_events(backend: Backend) {
     let mut rest: Vec<String> = expected.iter().filter(|id| !iam.contains(&id.as_str())).cloned().collect();
     rest.sort();
     assert_eq!(ids(production), rest, "the rest stays with the default environment only");
+}
+
+/// The one posting path hands each stored item to whatever reacts to new items (the live
+/// timeline and rules will subscribe): once per post, with whether it was new.
+async fn every_posted_item_reaches_the_subscribers(backend: Backend) {
+    let db = db_or_skip!(backend, "every_posted_item_reaches_the_subscribers");
+    let org = test_support::create_org(db.store.as_ref(), "acme").await;
+    let env = domain::NewEnvironment::parse("prod", None, None).unwrap();
+    db.store.create_environment(org.id, &env).await.unwrap();
+    let aws = test_support::aws_access("http://127.0.0.1:9", None).await;
+    let app = api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(1200));
+    let mut items = app.subscribe();
+    let deploy = |status: &str| {
+        domain::posted::deploy(domain::posted::DeployInput {
+            environment: Some("prod"),
+            environments: None,
+            service: "api",
+            version: "v1",
+            status,
+            started_at: domain::time_util::now(),
+            finished_at: None,
+            url: None,
+            commit_sha: None,
+            actor: None,
+            external_id: Some("d-1"),
+        })
+        .unwrap()
+    };
+    let first = app.post(org.id, deploy("started")).await.unwrap();
+    let second = app.post(org.id, deploy("succeeded")).await.unwrap();
+    let (got_first, got_second) = (items.recv().await.unwrap(), items.recv().await.unwrap());
+    assert_eq!((got_first.created, got_second.created), (true, false), "the second post updated the first");
+    assert_eq!(got_first.item.id, first.item.id);
+    assert_eq!(got_second.item, second.item);
+    assert_eq!(got_second.org_id, org.id);
+    assert_eq!(got_second.item.environments, ["prod"]);
+    assert!(items.try_recv().is_err(), "one message per post");
 }

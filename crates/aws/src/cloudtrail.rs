@@ -3,7 +3,9 @@
 
 use aws_config::retry::RetryConfig;
 use aws_config::Region;
+use aws_sdk_cloudtrail::config::http::HttpResponse;
 use aws_sdk_cloudtrail::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudtrail::operation::lookup_events::LookupEventsError;
 use aws_sdk_cloudtrail::primitives::DateTime;
 use aws_sdk_cloudtrail::types::{Event, LookupAttribute, LookupAttributeKey};
 use domain::cloudtrail::LookupEvent;
@@ -90,14 +92,14 @@ impl CloudTrailReader {
         }
     }
 
-    fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-        &self,
-        error: &SdkError<E, R>,
-    ) -> LookupError
-    where
-        SdkError<E, R>: HasStatus,
-    {
+    fn classify(&self, error: &SdkError<LookupEventsError, HttpResponse>) -> LookupError {
         let code = error.as_service_error().and_then(|s| s.code());
+        // Worth retrying: a 5xx, a timeout, or no answer at all.
+        let transient = match error {
+            SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            _ => false,
+        };
         match code {
             Some("ThrottlingException" | "ThrottledException" | "TooManyRequestsException") => LookupError::Throttled,
             Some("InvalidNextTokenException") => LookupError::InvalidToken,
@@ -105,23 +107,8 @@ impl CloudTrailReader {
             c if is_denied(c) => {
                 LookupError::Denied(format!("LookupEvents in {} was denied: {}", self.region, describe(error)))
             }
-            _ if error.is_transient() => LookupError::Transient(format!("LookupEvents failed: {}", describe(error))),
+            _ if transient => LookupError::Transient(format!("LookupEvents failed: {}", describe(error))),
             _ => LookupError::Failed(format!("LookupEvents failed: {}", describe(error))),
-        }
-    }
-}
-
-/// Whether an SDK error is worth retrying: a 5xx, a timeout, or no answer at all.
-trait HasStatus {
-    fn is_transient(&self) -> bool;
-}
-
-impl<E> HasStatus for SdkError<E, aws_sdk_cloudtrail::config::http::HttpResponse> {
-    fn is_transient(&self) -> bool {
-        match self {
-            SdkError::ServiceError(e) => e.raw().status().is_server_error(),
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-            _ => false,
         }
     }
 }

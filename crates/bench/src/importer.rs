@@ -169,8 +169,9 @@ pub(crate) async fn throughput(events: usize) -> anyhow::Result<()> {
     }
     for (name, url) in urls {
         // Importer path: each page of 50 normalised, linked and saved in its transaction.
-        let sql_store = storage::connect_sql(&url).await?;
-        let store: std::sync::Arc<dyn domain::Store> = storage::connect(&url).await?;
+        // One store: the trait for the importer's path, the concrete type for the ceiling.
+        let sql_store = std::sync::Arc::new(storage::connect_sql(&url).await?);
+        let store: std::sync::Arc<dyn domain::Store> = sql_store.clone();
         let standin = Standin::new();
         let (org, conn) = connection(store.as_ref(), &standin, "222222222222", vec!["us-east-1".into()]).await?;
         let env = store.create_environment(org, &domain::NewEnvironment::parse("prod", None, None).unwrap()).await?;

@@ -18,8 +18,9 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     use domain::timeline::{TimelineFilters, TimelineQuery};
     let url = std::env::var("CHANGETRAIL_BENCH_DATABASE_URL")
         .context("set CHANGETRAIL_BENCH_DATABASE_URL to a PostgreSQL database")?;
-    let sql_store = storage::connect_sql(&url).await?;
-    let store: Arc<dyn domain::Store> = storage::connect(&url).await?;
+    // One store: the trait for the API and the queries, the concrete type for the plan.
+    let sql_store = Arc::new(storage::connect_sql(&url).await?);
+    let store: Arc<dyn domain::Store> = sql_store.clone();
     let pool = sqlx::PgPool::connect(&url).await?;
     let org = store.create_organization("timeline bench").await?;
     let mut envs = Vec::new();

@@ -116,7 +116,7 @@ impl Details {
     /// rather than lost.
     pub fn from_stored(kind: EventKind, value: serde_json::Value) -> Details {
         if kind == EventKind::Cloudtrail {
-            if let Ok(d) = serde_json::from_value(value.clone()) {
+            if let Ok(d) = <crate::cloudtrail::CloudTrailDetails as serde::Deserialize>::deserialize(&value) {
                 return Details::CloudTrail(Box::new(d));
             }
         }

@@ -57,13 +57,6 @@ impl SqlStore {
             Pool::Postgres(_) => "FOR UPDATE OF j SKIP LOCKED",
         }
     }
-
-    pub fn backend(&self) -> Backend {
-        match self.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
-            Pool::Postgres(_) => Backend::Postgres,
-        }
-    }
 }
 
 /// Which backend a URL names.

@@ -8,6 +8,7 @@ use domain::connection::ConnectionProblem;
 use domain::import::{ImportJob, Lease, PageProgress, RunOutcome, Walk};
 use domain::linking::LinkFacts;
 use domain::ConnectionStatus;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{jitter, Importer, Stop};
@@ -73,6 +74,9 @@ impl Importer {
         let mut scanned_until = job.scanned_until;
         let mut walk = job.walk.clone();
         let mut renewals = 0u32;
+        // Until when this worker holds the job: claimed so, extended by every stored page, and
+        // renewed only by a wait that would outlast it.
+        let mut leased_until = job.leased_until.unwrap_or(run_start);
         loop {
             let now = domain::time_util::now();
             let current = match walk.take() {
@@ -90,7 +94,7 @@ impl Importer {
                 let include_read_only = connection.settings.include_read_only;
                 let call =
                     LookupCall { reader: &reader, lease, walk: &current, token: token.clone(), include_read_only };
-                let page = match self.lookup(call, job, shutdown).await {
+                let page = match self.lookup(call, job, &mut leased_until, shutdown).await {
                     Ok(Some(page)) => page,
                     // Shut down while waiting for a slot: nothing is half done.
                     Ok(None) => return Ok(false),
@@ -143,6 +147,7 @@ impl Importer {
                     lease_until: domain::time_util::now() + self.settings.lease,
                 };
                 let inserted = self.store.save_import_page(lease, &events, &progress).await?;
+                leased_until = progress.lease_until;
                 metrics::counter!("changetrail_events_imported_total").increment(inserted);
                 if continue_walk.is_none() {
                     scanned_until = current.end;
@@ -169,6 +174,7 @@ impl Importer {
         &self,
         call: LookupCall<'_>,
         job: &ImportJob,
+        leased_until: &mut OffsetDateTime,
         shutdown: &CancellationToken,
     ) -> Result<Option<LookupPage>, LookupError> {
         let mut failures = 0u32;
@@ -181,7 +187,7 @@ impl Importer {
                 .reserve_lookup_slot(&job.account_id, &job.region, now, interval)
                 .await
                 .map_err(|e| LookupError::Failed(e.to_string()))?;
-            if slot > now && !self.wait(call.lease, to_std(slot - now), shutdown).await? {
+            if slot > now && !self.wait(call.lease, leased_until, to_std(slot - now), shutdown).await? {
                 return Ok(None);
             }
             let result = call.reader.lookup_page(call.walk, call.token.clone(), call.include_read_only).await;
@@ -199,19 +205,30 @@ impl Importer {
                 }
                 other => return other.map(Some),
             };
-            if !self.wait(call.lease, wait, shutdown).await? {
+            if !self.wait(call.lease, leased_until, wait, shutdown).await? {
                 return Ok(None);
             }
         }
     }
 
     /// Sleeps `wait` with the lease renewed to outlast it; false when shut down meanwhile.
-    async fn wait(&self, lease: &Lease, wait: Duration, shutdown: &CancellationToken) -> Result<bool, LookupError> {
-        let until = domain::time_util::now() + wait + self.settings.lease;
-        self.store.renew_lease(lease, until).await.map_err(|e| match e {
-            domain::StoreError::LeaseLost => LookupError::Failed("the lease on this job is lost".into()),
-            other => LookupError::Failed(other.to_string()),
-        })?;
+    async fn wait(
+        &self,
+        lease: &Lease,
+        leased_until: &mut OffsetDateTime,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, LookupError> {
+        // Half a lease of margin: the renewal itself, and the call after the wait, take time.
+        let wake = domain::time_util::now() + wait;
+        if wake + self.settings.lease / 2 > *leased_until {
+            let until = wake + self.settings.lease;
+            self.store.renew_lease(lease, until).await.map_err(|e| match e {
+                domain::StoreError::LeaseLost => LookupError::Failed("the lease on this job is lost".into()),
+                other => LookupError::Failed(other.to_string()),
+            })?;
+            *leased_until = until;
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => Ok(true),
             _ = shutdown.cancelled() => Ok(false),

@@ -10,6 +10,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::commit_if_held;
 use super::events::{links_of, push_event, INSERT_EVENTS};
 use super::links::insert_links;
 use crate::rows::{backend, ImportJobRow, IMPORT_JOB_COLUMNS};
@@ -177,12 +178,8 @@ impl ImportQueue for SqlStore {
                 .await?
                 .rows_affected()
                 > 0;
-            // Without the lease the whole page rolls back (the transaction is dropped) and the
-            // new holder stores it.
-            if held {
-                tx.commit().await?;
-            }
-            Ok::<_, sqlx::Error>((inserted.len() as u64, held))
+            // Without the lease the whole page rolls back, and the new holder stores it.
+            commit_if_held(tx, held).await.map(|held| (inserted.len() as u64, held))
         })
         .map_err(backend)?;
         if !held {

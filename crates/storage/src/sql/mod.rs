@@ -21,6 +21,15 @@ fn org_page_sql(select: &str) -> String {
     format!("{select} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3")
 }
 
+/// Commits only if `held` (the worker still holds its lease); otherwise the transaction is
+/// dropped, which rolls it back, and the caller answers `LeaseLost`.
+async fn commit_if_held<DB: sqlx::Database>(tx: sqlx::Transaction<'_, DB>, held: bool) -> Result<bool, sqlx::Error> {
+    if held {
+        tx.commit().await?;
+    }
+    Ok(held)
+}
+
 #[async_trait]
 impl domain::Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {

@@ -8,6 +8,7 @@ use domain::StoreError;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::commit_if_held;
 use super::links::{delete_links, insert_links, LinkRow};
 use crate::rows::{backend, TimelineRow};
 use crate::SqlStore;
@@ -140,10 +141,7 @@ impl Relinks for SqlStore {
                 .await?
                 .rows_affected()
                 > 0;
-            if held {
-                tx.commit().await?;
-            }
-            Ok::<_, sqlx::Error>(held)
+            commit_if_held(tx, held).await
         })
         .map_err(backend)?;
         if held {

@@ -150,8 +150,12 @@ async fn an_import_page_is_stored_only_under_its_lease(backend: Backend) {
         })
         .collect();
     let walk = Walk { start: now - Duration::hours(1), end: now, next_token: Some("page-2".into()) };
-    let progress =
-        PageProgress { continue_walk: Some(walk.clone()), window_end: now, lease_until: now + Duration::seconds(30) };
+    let progress = PageProgress {
+        continue_walk: Some(walk.clone()),
+        window_end: now,
+        lease_until: now + Duration::seconds(30),
+        links_version: 0,
+    };
     let mine = lease(org, &connection, "us-east-1", "w1");
     assert_eq!(db.store.save_import_page(&mine, &events, &progress).await.unwrap(), 3);
     assert_eq!(
@@ -171,7 +175,7 @@ async fn an_import_page_is_stored_only_under_its_lease(backend: Backend) {
     let past = now + Duration::minutes(1);
     db.store.claim_import_jobs("w2", past, past + Duration::minutes(1), 1).await.unwrap();
     let late = vec![change(&connection, "CreateBucket", "s3.amazonaws.com", "bob", now, &[prod.id])];
-    let done = PageProgress { continue_walk: None, window_end: now, lease_until: past };
+    let done = PageProgress { continue_walk: None, window_end: now, lease_until: past, links_version: 0 };
     let refused = db.store.save_import_page(&mine, &late, &done).await;
     assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
     assert_eq!(
@@ -333,7 +337,12 @@ async fn relinking_replaces_links_under_its_lease(backend: Backend) {
             change(&connection, "RunInstances", "ec2.amazonaws.com", "alice", now - Duration::minutes(i), &[prod.id])
         })
         .collect();
-    let progress = PageProgress { continue_walk: None, window_end: now, lease_until: now + Duration::minutes(1) };
+    let progress = PageProgress {
+        continue_walk: None,
+        window_end: now,
+        lease_until: now + Duration::minutes(1),
+        links_version: 0,
+    };
     db.store.save_import_page(&lease(org, &connection, "us-east-1", "importer"), &events, &progress).await.unwrap();
 
     assert!(db.store.claim_relink("w1", now, now + Duration::minutes(1)).await.unwrap().is_none(), "nothing asked yet");

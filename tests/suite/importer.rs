@@ -20,6 +20,7 @@ on_both_backends!(
     one_denied_region_never_stops_the_others,
     a_role_of_another_account_starts_the_import_over,
     a_run_waiting_out_throttling_keeps_its_lease,
+    a_rule_change_during_a_run_links_its_later_pages_anew,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -105,18 +106,18 @@ macro_rules! setup_or_skip {
     };
 }
 
+/// The real records as changes in `ACCOUNT`'s us-east-1, the newest half an hour old, each
+/// visible at once; the source keys of the write events, which the import must store.
+fn seed_last_half_hour(s: &Setup) -> Vec<String> {
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let newest = OffsetDateTime::now_utc() - time::Duration::minutes(30);
+    test_support::seed(&s.standin.standin, ACCOUNT, "us-east-1", &records, newest, |_| time::Duration::ZERO)
+}
+
 async fn backfill_stores_exactly_the_changes_despite_failures_and_throttling(backend: Backend) {
     let s = setup_or_skip!(backend, "backfill_stores_exactly_the_changes_despite_failures_and_throttling");
-    let records = test_support::cloudtrail_records("invictus-aws-dataset");
     let now = OffsetDateTime::now_utc();
-    let expected = test_support::seed(
-        &s.standin.standin,
-        ACCOUNT,
-        "us-east-1",
-        &records,
-        now - time::Duration::minutes(30),
-        |_| time::Duration::ZERO,
-    );
+    let expected = seed_last_half_hour(&s);
     assert_eq!(expected.len(), 574);
     s.standin.standin.set_lookup_failure_rate(0.05);
     // Pace faster than AWS allows, so the stand-in throttles often.
@@ -262,16 +263,8 @@ async fn malformed_records_are_kept_flagged_and_do_not_stop_the_batch(backend: B
 
 async fn a_restarted_import_resumes_and_stores_each_event_once(backend: Backend) {
     let s = setup_or_skip!(backend, "a_restarted_import_resumes_and_stores_each_event_once");
-    let records = test_support::cloudtrail_records("invictus-aws-dataset");
     let now = OffsetDateTime::now_utc();
-    let expected = test_support::seed(
-        &s.standin.standin,
-        ACCOUNT,
-        "us-east-1",
-        &records,
-        now - time::Duration::minutes(30),
-        |_| time::Duration::ZERO,
-    );
+    let expected = seed_last_half_hour(&s);
     // A worker that stops after a few pages of its walk (its budget runs out mid-window).
     let short = ImportSettings { run_budget: Duration::from_millis(1), ..test_settings() };
     let first = Importer::new(s.app.db.store.clone(), s.aws.clone(), short);
@@ -372,16 +365,7 @@ async fn one_denied_region_never_stops_the_others(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     let (_, c) = s.app.get(&path, &s.token).await;
     s.standin.standin.add_role(reader_role(ROLE, c["external_id"].as_str().unwrap(), &["eu-west-1"]));
-    let records = test_support::cloudtrail_records("invictus-aws-dataset");
-    let now = OffsetDateTime::now_utc();
-    let expected = test_support::seed(
-        &s.standin.standin,
-        ACCOUNT,
-        "us-east-1",
-        &records,
-        now - time::Duration::minutes(30),
-        |_| time::Duration::ZERO,
-    );
+    let expected = seed_last_half_hour(&s);
     let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
     assert_eq!(importer.run_due_jobs_once().await, 2);
     assert_eq!(stored(&s).await, expected, "us-east-1 is imported in full");
@@ -433,11 +417,7 @@ async fn a_role_of_another_account_starts_the_import_over(backend: Backend) {
 /// takes the job meanwhile and the budget is not spent twice.
 async fn a_run_waiting_out_throttling_keeps_its_lease(backend: Backend) {
     let s = setup_or_skip!(backend, "a_run_waiting_out_throttling_keeps_its_lease");
-    let records = test_support::cloudtrail_records("invictus-aws-dataset");
-    let now = OffsetDateTime::now_utc();
-    test_support::seed(&s.standin.standin, ACCOUNT, "us-east-1", &records, now - time::Duration::minutes(30), |_| {
-        time::Duration::ZERO
-    });
+    seed_last_half_hour(&s);
     // Two throttled calls make the run wait 3 to 4.5 s; the lease is 1 s.
     s.standin.standin.throttle_next(2);
     let settings = ImportSettings { lease: Duration::from_secs(1), ..test_settings() };
@@ -450,4 +430,50 @@ async fn a_run_waiting_out_throttling_keeps_its_lease(backend: Backend) {
     let second = Importer::new(s.app.db.store.clone(), s.aws.clone(), settings);
     assert_eq!(second.run_due_jobs_once().await, 0, "the waiting run still holds its job");
     assert_eq!(running.await.unwrap(), 1);
+}
+
+/// A run reads the connection's rules when it starts; if they change while it runs, the pages
+/// it stores after the change follow the new rules. (Before, they were linked under the old
+/// ones, and the re-link the change started could already have passed them.) No re-link worker
+/// runs here: what the timeline shows is what the import itself stored.
+async fn a_rule_change_during_a_run_links_its_later_pages_anew(backend: Backend) {
+    let s = setup_or_skip!(backend, "a_rule_change_during_a_run_links_its_later_pages_anew");
+    let expected = seed_last_half_hour(&s);
+    let (status, _) = s.app.post("/v1/environments", &s.token, json!({"name": "staging"})).await;
+    assert_eq!(status, 201);
+    // The run starts, reads the rules (everything to production), then waits out throttling.
+    s.standin.standin.throttle_next(2);
+    let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
+    let running = tokio::spawn({
+        let importer = importer.clone();
+        async move { importer.run_due_jobs_once().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let path = format!("/v1/connections/{}", s.connection_id);
+    let (status, body) =
+        s.app.call("PATCH", &path, Some(&s.token), Some(json!({"default_environment": "staging"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(running.await.unwrap(), 1);
+
+    let timeline = |env: &'static str| {
+        let (app, token) = (&s.app, s.token.clone());
+        async move {
+            let mut count = 0;
+            let mut cursor = String::new();
+            loop {
+                let path = format!(
+                    "/v1/environments/{env}/timeline?include_read_only=true&limit=500&since=2000-01-01T00:00:00Z{cursor}"
+                );
+                let (_, page) = app.get(&path, &token).await;
+                count += page["items"].as_array().unwrap().len();
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = format!("&cursor={next}"),
+                    None => return count,
+                }
+            }
+        }
+    };
+    assert!(!expected.is_empty());
+    assert_eq!(timeline("production").await, 0, "nothing linked under the old rules");
+    assert_eq!(timeline("staging").await, expected.len(), "every change linked under the new ones");
 }

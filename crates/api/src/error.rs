@@ -150,6 +150,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::conflict(what),
+            StoreError::TimedOut => {
+                tracing::warn!("a query ran past the statement timeout and was stopped");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took longer than this server allows and was stopped",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -208,8 +208,12 @@ pub(crate) async fn throughput(events: usize) -> anyhow::Result<()> {
                     n
                 })
                 .collect();
-            let progress =
-                PageProgress { continue_walk: None, window_end: now, lease_until: now + time::Duration::days(3) };
+            let progress = PageProgress {
+                continue_walk: None,
+                window_end: now,
+                lease_until: now + time::Duration::days(3),
+                links_version: 0,
+            };
             store.save_import_page(&lease, &normalized, &progress).await?;
         }
         let importer_rate = events as f64 / started.elapsed().as_secs_f64();

@@ -56,7 +56,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "CHANGETRAIL_REQUEST_TIMEOUT",
         default: "30s",
-        meaning: "longest a request may take before it is answered 503 `timeout`",
+        meaning: "longest a request may take before it is answered 503 `timeout`; the database stops its query then too",
     },
     Variable {
         name: "CHANGETRAIL_HEADER_READ_TIMEOUT",

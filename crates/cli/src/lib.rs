@@ -27,7 +27,8 @@ pub fn init_logging(config: &Config) {
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url()?;
-    storage::connect(&url).await
+    // A query outliving its request would go on loading the database for nobody.
+    storage::connect_with(&url, storage::StoreSettings { statement_timeout: config.request_timeout }).await
 }
 
 /// What bootstrapping an empty database did.

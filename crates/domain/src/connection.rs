@@ -79,6 +79,9 @@ pub struct Connection {
     pub last_error: Option<ConnectionProblem>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// Counts the changes of what links its events (rules, default environment): a page
+    /// linked under an older count is refused, so no import stores links the rules no longer make.
+    pub links_version: i64,
 }
 
 pub const DEFAULT_LOOKBACK_DAYS: u16 = 7;

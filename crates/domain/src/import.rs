@@ -57,6 +57,9 @@ pub struct PageProgress {
     pub window_end: OffsetDateTime,
     /// The lease is extended to this on every page.
     pub lease_until: OffsetDateTime,
+    /// The connection's `links_version` the page's events were linked under: when the rules
+    /// changed since, the page is refused with `StoreError::LinksChanged` and linked again.
+    pub links_version: i64,
 }
 
 /// How a run ended, for the lease table.

@@ -27,6 +27,12 @@ pub enum StoreError {
     /// A uniqueness rule was broken; the string names what already exists.
     #[error("{0}")]
     Conflict(String),
+    /// The connection's rules changed since the page was linked; nothing of it was stored.
+    #[error("the connection's environment rules changed while the page was linked")]
+    LinksChanged,
+    /// The statement ran past the store's statement timeout and the database stopped it.
+    #[error("the query took longer than the server allows and was stopped")]
+    TimedOut,
     #[error("storage failed: {0}")]
     Backend(String),
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use domain::Store;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// Runs `$body` once per backend: with `$pool` bound to that backend's pool and `$db` naming its
@@ -46,6 +46,22 @@ enum Pool {
 /// The store on SQLite (WAL mode) or PostgreSQL.
 pub struct SqlStore {
     pool: Pool,
+    statement_timeout: Duration,
+}
+
+/// How the store treats its database.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// A statement running longer than this is stopped by the database and fails with
+    /// [`domain::StoreError::TimedOut`]: a request that timed out must not leave its query
+    /// running. The server sets it to its request timeout.
+    pub statement_timeout: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { statement_timeout: Duration::from_secs(30) }
+    }
 }
 
 impl SqlStore {
@@ -56,6 +72,21 @@ impl SqlStore {
             Pool::Sqlite(_) => "",
             Pool::Postgres(_) => "FOR UPDATE OF j SKIP LOCKED",
         }
+    }
+}
+
+impl SqlStore {
+    /// An SQLite connection whose statements are interrupted once the statement timeout has
+    /// passed: SQLite's stand-in for PostgreSQL's `statement_timeout`, for reads that may be long.
+    async fn sqlite_with_deadline(
+        &self,
+        pool: &sqlx::SqlitePool,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
+        let mut connection = pool.acquire().await?;
+        let deadline = std::time::Instant::now() + self.statement_timeout;
+        // Called every thousand virtual-machine steps: a clock read is cheap against that.
+        connection.lock_handle().await?.set_progress_handler(1000, move || std::time::Instant::now() < deadline);
+        Ok(connection)
     }
 }
 
@@ -83,8 +114,18 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(connect_sql(url).await?))
 }
 
+/// [`connect`] with settings other than the default ones.
+pub async fn connect_with(url: &str, settings: StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(connect_sql_with(url, settings).await?))
+}
+
 /// [`connect`], keeping the concrete store (for the benchmarks' plans and ceilings).
 pub async fn connect_sql(url: &str) -> anyhow::Result<SqlStore> {
+    connect_sql_with(url, StoreSettings::default()).await
+}
+
+/// [`connect_with`], keeping the concrete store.
+pub async fn connect_sql_with(url: &str, settings: StoreSettings) -> anyhow::Result<SqlStore> {
     let pool = match Backend::of_url(url)? {
         Backend::Sqlite => {
             let options = SqliteConnectOptions::from_str(url)
@@ -98,6 +139,15 @@ pub async fn connect_sql(url: &str) -> anyhow::Result<SqlStore> {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                // SQLite has no statement timeout: reads that may be long set a progress handler
+                // that interrupts them at their deadline (`sqlite_with_deadline`); it goes when
+                // the connection returns to the pool, however the query ended.
+                .after_release(|connection, _| {
+                    Box::pin(async move {
+                        connection.lock_handle().await?.remove_progress_handler();
+                        Ok(true)
+                    })
+                })
                 .connect_with(options)
                 .await
                 .context("cannot open the SQLite database")?;
@@ -105,17 +155,28 @@ pub async fn connect_sql(url: &str) -> anyhow::Result<SqlStore> {
             Pool::Sqlite(pool)
         }
         Backend::Postgres => {
+            let millis = settings.statement_timeout.as_millis().max(1);
+            let options = PgConnectOptions::from_str(url)
+                .context("invalid PostgreSQL URL")?
+                .options([("statement_timeout", format!("{millis}ms"))]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await
                 .context("cannot connect to PostgreSQL")?;
-            sqlx::migrate!("../../migrations/postgres").run(&pool).await.context("PostgreSQL migrations failed")?;
+            // Migrations (index builds, backfills) may rightly take longer than a request.
+            let mut migrating = pool.acquire().await.context("cannot connect to PostgreSQL")?.detach();
+            sqlx::query("SET statement_timeout = 0").execute(&mut migrating).await?;
+            sqlx::migrate!("../../migrations/postgres")
+                .run(&mut migrating)
+                .await
+                .context("PostgreSQL migrations failed")?;
+            sqlx::Connection::close(migrating).await?;
             Pool::Postgres(pool)
         }
     };
-    Ok(SqlStore { pool })
+    Ok(SqlStore { pool, statement_timeout: settings.statement_timeout })
 }
 
 /// The default database: an SQLite file in the data directory, which is created if missing.

@@ -86,6 +86,12 @@ pub fn db_error(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
 }
 
 pub fn backend(e: sqlx::Error) -> StoreError {
+    // 57014 is PostgreSQL's query_canceled (statement_timeout); 9 is SQLITE_INTERRUPT (the
+    // progress handler's deadline).
+    let stopped = matches!(&e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("57014") | Some("9")));
+    if stopped {
+        return StoreError::TimedOut;
+    }
     StoreError::Backend(e.to_string())
 }
 
@@ -111,12 +117,13 @@ pub struct ConnectionRow {
     pub last_error_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub links_version: i64,
 }
 
 pub const CONNECTION_COLUMNS: &str =
     "id, org_id, name, regions, default_environment, environment_rules, lookback_days, \
      include_read_only, enabled, external_id, status, role_arn, account_id, assumed_role_arn, validated_at, \
-     last_error_code, last_error_message, last_error_at, created_at, updated_at";
+     last_error_code, last_error_message, last_error_at, created_at, updated_at, links_version";
 
 impl TryFrom<ConnectionRow> for domain::Connection {
     type Error = StoreError;
@@ -153,6 +160,7 @@ impl TryFrom<ConnectionRow> for domain::Connection {
             last_error,
             created_at: from_micros(r.created_at),
             updated_at: from_micros(r.updated_at),
+            links_version: r.links_version,
         })
     }
 }

@@ -64,7 +64,7 @@ impl Importer {
         if connection.status != ConnectionStatus::Active || !connection.settings.enabled {
             return Ok(true);
         }
-        let linker = self.linker(&connection).await?;
+        let mut linker = self.linker(&connection).await?;
         let mut creds = self.credentials(&connection).await?;
         let mut reader = self.aws.cloudtrail_reader(&creds, &job.region);
         let started = std::time::Instant::now();
@@ -128,25 +128,40 @@ impl Importer {
                     region: &job.region,
                     fallback_time: current.end,
                 };
-                let events: Vec<_> = page
-                    .events
-                    .iter()
-                    .map(|e| {
-                        let mut n = normalize_lookup(e, &context);
-                        n.event.environment_ids = linker.environment_ids(&LinkFacts::of_event(&n.event));
-                        if !n.problems.is_empty() {
-                            tracing::info!(connection = %connection.id, region = %job.region, problems = ?n.problems, "stored a flagged CloudTrail record");
-                        }
-                        n.event
-                    })
-                    .collect();
                 let continue_walk = page.next_token.clone().map(|t| Walk { next_token: Some(t), ..current.clone() });
-                let progress = PageProgress {
-                    continue_walk: continue_walk.clone(),
-                    window_end: current.end,
-                    lease_until: domain::time_util::now() + self.settings.lease,
+                // The rules may change while a run walks: a page linked under old ones is refused
+                // by the store, and linked again under the new ones.
+                let mut relinked = 0;
+                let (inserted, progress) = loop {
+                    let events: Vec<_> = page
+                        .events
+                        .iter()
+                        .map(|e| {
+                            let mut n = normalize_lookup(e, &context);
+                            n.event.environment_ids = linker.environment_ids(&LinkFacts::of_event(&n.event));
+                            if !n.problems.is_empty() && relinked == 0 {
+                                tracing::info!(connection = %connection.id, region = %job.region, problems = ?n.problems, "stored a flagged CloudTrail record");
+                            }
+                            n.event
+                        })
+                        .collect();
+                    let progress = PageProgress {
+                        continue_walk: continue_walk.clone(),
+                        window_end: current.end,
+                        lease_until: domain::time_util::now() + self.settings.lease,
+                        links_version: linker.links_version,
+                    };
+                    match self.store.save_import_page(lease, &events, &progress).await {
+                        Err(domain::StoreError::LinksChanged) if relinked < 3 => {
+                            relinked += 1;
+                            let Some(changed) = self.store.get_connection(job.org_id, job.connection_id).await? else {
+                                return Ok(true);
+                            };
+                            linker = self.linker(&changed).await?;
+                        }
+                        saved => break (saved?, progress),
+                    }
                 };
-                let inserted = self.store.save_import_page(lease, &events, &progress).await?;
                 leased_until = progress.lease_until;
                 metrics::counter!("changetrail_events_imported_total").increment(inserted);
                 if continue_walk.is_none() {

@@ -129,6 +129,7 @@ impl Importer {
                 connection.settings.default_environment.as_ref(),
             ),
             ids: environments.into_iter().map(|e| (e.slug, e.id)).collect(),
+            links_version: connection.links_version,
         })
     }
 }
@@ -138,6 +139,8 @@ impl Importer {
 struct ConnectionLinker {
     linker: Linker,
     ids: HashMap<domain::EnvironmentSlug, Uuid>,
+    /// The connection's count of rule changes these rules are from.
+    links_version: i64,
 }
 
 impl ConnectionLinker {

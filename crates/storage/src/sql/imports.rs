@@ -89,6 +89,13 @@ const SAVE_PROGRESS: &str = "UPDATE import_jobs SET
          leased_until = $10
      WHERE connection_id = $1 AND region = $2 AND org_id = $11 AND lease_owner = $9";
 
+/// How saving a page ended.
+enum Saved {
+    Stored,
+    LeaseLost,
+    LinksChanged,
+}
+
 const FINISH_RUN: &str = "UPDATE import_jobs SET leased_until = NULL, lease_owner = NULL, next_run_at = $4,
          attempts = CASE WHEN $5 THEN 0 ELSE attempts + 1 END,
          last_error = $6,
@@ -144,8 +151,31 @@ impl ImportQueue for SqlStore {
             Some(walk) => (None, Some(walk)),
             None => (Some(to_micros(progress.window_end)), None),
         };
+        // The page is linked under the rules' count it was given, checked in its transaction. On
+        // PostgreSQL first, FOR SHARE: a rule change waits until the page commits, so the re-link
+        // it starts sees the page (and the lock order, connection then job, is registration's).
+        // On SQLite after the writes, so the write lock is held and the read is the latest.
+        let postgres = matches!(self.pool, crate::Pool::Postgres(_));
+        let links_version_sql = format!(
+            "SELECT links_version FROM connections WHERE org_id = $1 AND id = $2 {}",
+            if postgres { "FOR SHARE" } else { "" }
+        );
+        macro_rules! links_unchanged {
+            ($tx:expr) => {
+                sqlx::query_as::<_, (i64,)>(&links_version_sql)
+                    .bind(lease.org_id)
+                    .bind(lease.connection_id)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+                    .map(|(v,)| v)
+                    == Some(progress.links_version)
+            };
+        }
         let (inserted, held) = on_pool!(self, |pool: Db| {
             let mut tx = pool.begin().await?;
+            if postgres && !links_unchanged!(tx) {
+                return Ok((0, Saved::LinksChanged));
+            }
             let mut inserted: Vec<(Uuid, String)> = Vec::new();
             if !events.is_empty() {
                 let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_EVENTS);
@@ -178,14 +208,19 @@ impl ImportQueue for SqlStore {
                 .await?
                 .rows_affected()
                 > 0;
+            if !postgres && !links_unchanged!(tx) {
+                return Ok((0, Saved::LinksChanged));
+            }
             // Without the lease the whole page rolls back, and the new holder stores it.
-            commit_if_held(tx, held).await.map(|held| (inserted.len() as u64, held))
+            let held = commit_if_held(tx, held).await?;
+            Ok((inserted.len() as u64, if held { Saved::Stored } else { Saved::LeaseLost }))
         })
         .map_err(backend)?;
-        if !held {
-            return Err(StoreError::LeaseLost);
+        match held {
+            Saved::Stored => Ok(inserted),
+            Saved::LeaseLost => Err(StoreError::LeaseLost),
+            Saved::LinksChanged => Err(StoreError::LinksChanged),
         }
-        Ok(inserted)
     }
 
     async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> StoreResult<()> {

@@ -9,11 +9,17 @@ use uuid::Uuid;
 use crate::rows::{backend, like_pattern, TimelineRow};
 use crate::SqlStore;
 
+const ITEM_COLUMNS: &str =
+    " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels, e.links, e.details";
+
 /// The page's SQL after `prefix` (`SELECT`, or `EXPLAIN … SELECT` for the benchmark's plan).
 ///
 /// Every condition but the filters is on the link table's key or its copied columns, so one
-/// environment's page is a backward range scan of (environment_id, occurred_at, event_id).
-/// Several environments need DISTINCT: an item in two of them is one item.
+/// environment's page is a backward range scan of (environment_id, occurred_at, event_id) that
+/// stops after `limit` matches. Several environments are a merge of such scans, one per
+/// environment, each stopping after `limit`: `environment_id IN (…)` with one ORDER BY would
+/// read and sort every row of the window before the LIMIT (seconds for a long window). UNION
+/// makes an item linked to two of them one item.
 fn timeline_sql<'a, DB>(prefix: &str, org_id: Uuid, query: &'a TimelineQuery) -> QueryBuilder<'a, DB>
 where
     DB: Database,
@@ -23,20 +29,47 @@ where
     &'a str: Encode<'a, DB> + Type<DB>,
     bool: Encode<'a, DB> + Type<DB>,
 {
-    let several = query.environment_ids.len() > 1;
+    let limit = i64::from(query.limit);
     let mut sql = QueryBuilder::new(prefix);
-    sql.push(if several { " DISTINCT" } else { "" });
-    sql.push(
-        " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels,
-             e.links, e.details
-         FROM event_environments l JOIN events e ON e.id = l.event_id
-         WHERE l.environment_id IN (",
-    );
-    let mut envs = sql.separated(", ");
-    for env in &query.environment_ids {
-        envs.push_bind(*env);
+    if let [environment_id] = query.environment_ids[..] {
+        sql.push(ITEM_COLUMNS).push(" FROM event_environments l JOIN events e ON e.id = l.event_id");
+        push_scan_conditions(&mut sql, org_id, environment_id, query);
+        sql.push(" ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT ").push_bind(limit);
+        return sql;
     }
-    sql.push(")");
+    sql.push(ITEM_COLUMNS).push(" FROM events e JOIN (");
+    for (n, environment_id) in query.environment_ids.iter().enumerate() {
+        if n > 0 {
+            sql.push(" UNION ");
+        }
+        sql.push(
+            "SELECT * FROM (SELECT l.event_id, l.occurred_at
+             FROM event_environments l JOIN events e ON e.id = l.event_id",
+        );
+        push_scan_conditions(&mut sql, org_id, *environment_id, query);
+        sql.push(" ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT ").push_bind(limit);
+        sql.push(format!(") AS scan{n}"));
+    }
+    sql.push(") AS page ON e.id = page.event_id ORDER BY page.occurred_at DESC, page.event_id DESC LIMIT ")
+        .push_bind(limit);
+    sql
+}
+
+/// The WHERE clause of one environment's scan: the window, the cursor and the filters.
+fn push_scan_conditions<'a, DB>(
+    sql: &mut QueryBuilder<'a, DB>,
+    org_id: Uuid,
+    environment_id: Uuid,
+    query: &'a TimelineQuery,
+) where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+{
+    sql.push(" WHERE l.environment_id = ").push_bind(environment_id);
     sql.push(" AND e.org_id = ").push_bind(org_id);
     sql.push(" AND l.occurred_at >= ").push_bind(to_micros(query.since));
     sql.push(" AND l.occurred_at <= ").push_bind(to_micros(query.until));
@@ -77,13 +110,6 @@ where
         }
         sql.push(")");
     }
-    sql.push(if several {
-        " ORDER BY e.occurred_at DESC, e.id DESC LIMIT "
-    } else {
-        " ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT "
-    })
-    .push_bind(i64::from(query.limit));
-    sql
 }
 
 fn slugs_sql<'a, DB>(rows: &'a [TimelineRow]) -> QueryBuilder<'a, DB>
@@ -108,9 +134,15 @@ impl SqlStore {
         if query.environment_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<TimelineRow> = on_pool!(self, |pool: Db| {
-            timeline_sql::<Db>("SELECT", org_id, query).build_query_as().fetch_all(pool).await
-        })
+        let rows: Vec<TimelineRow> = match &self.pool {
+            crate::Pool::Sqlite(pool) => {
+                let mut connection = self.sqlite_with_deadline(pool).await.map_err(backend)?;
+                timeline_sql::<sqlx::Sqlite>("SELECT", org_id, query).build_query_as().fetch_all(&mut *connection).await
+            }
+            crate::Pool::Postgres(pool) => {
+                timeline_sql::<sqlx::Postgres>("SELECT", org_id, query).build_query_as().fetch_all(pool).await
+            }
+        }
         .map_err(backend)?;
         if rows.is_empty() {
             return Ok(Vec::new());

@@ -24,6 +24,9 @@ on_both_backends!(
     an_environment_that_rules_name_is_neither_renamed_nor_deleted,
     a_timeline_of_many_environments_reads_a_page_of_each,
     a_query_past_the_statement_timeout_is_stopped,
+    a_token_without_the_scope_is_refused_before_its_body_is_read,
+    a_batch_item_that_is_not_an_object_fails_the_request,
+    an_empty_list_of_environments_names_none,
 );
 
 /// An app that closes connections whose headers take over a second, serving `max` at once.
@@ -449,4 +452,64 @@ async fn a_query_past_the_statement_timeout_is_stopped(backend: Backend) {
     for _ in 0..10 {
         assert!(hasty.timeline(org.id, &quick).await.is_ok(), "a one-item page fits in the timeout");
     }
+}
+
+/// A token lacking the scope learns nothing from how its body would have been judged: 403 comes
+/// before 400 (malformed JSON), 415 and 422.
+async fn a_token_without_the_scope_is_refused_before_its_body_is_read(backend: Backend) {
+    let app = app_or_skip!(backend, "a_token_without_the_scope_is_refused_before_its_body_is_read");
+    let org = app.org("acme").await;
+    let (_, created) = app.post("/v1/tokens", &org.admin_token, json!({"name": "reader", "scopes": ["read"]})).await;
+    let reader = created["secret"].as_str().unwrap().to_owned();
+    for (method, path) in [
+        ("POST", "/v1/environments"),
+        ("POST", "/v1/tokens"),
+        ("POST", "/v1/deploys"),
+        ("PATCH", "/v1/environments/prod"),
+    ] {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&reader)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{method} {path}");
+    }
+    let (status, problem) = app.get("/v1/connections?limit=ten", &reader).await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")), "before the query too: {problem}");
+}
+
+/// `[null, null]` is not a deploy: serde would read an array as the struct's fields in order.
+/// The request is refused whole, naming the item, and nothing of it is stored.
+async fn a_batch_item_that_is_not_an_object_fails_the_request(backend: Backend) {
+    let app = app_or_skip!(backend, "a_batch_item_that_is_not_an_object_fails_the_request");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    let good = json!({"environment": "prod", "service": "api", "version": "v1", "status": "succeeded",
+                      "started_at": at(OffsetDateTime::now_utc())});
+    let (status, problem) = app.post("/v1/deploys/batch", t, json!({"items": [good, ["prod", "api"]]})).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("items[1]")), "{problem}");
+    let (_, timeline) = app.get("/v1/environments/prod/timeline", t).await;
+    assert_eq!(timeline["items"].as_array().unwrap().len(), 0, "nothing of the refused batch");
+}
+
+/// `environments: []` names no environment; it is refused even beside `environment`, as the
+/// schema's `minItems: 1` says.
+async fn an_empty_list_of_environments_names_none(backend: Backend) {
+    let app = app_or_skip!(backend, "an_empty_list_of_environments_names_none");
+    let org = app.org("acme").await;
+    let t = org.admin_token.as_str();
+    app.post("/v1/environments", t, json!({"name": "prod"})).await;
+    let deploy = json!({"environment": "prod", "environments": [], "service": "api", "version": "v1",
+                        "status": "succeeded", "started_at": at(OffsetDateTime::now_utc())});
+    let (status, problem) = app.post("/v1/deploys", t, deploy).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("environments")), "{problem}");
+    // JSON has one number type: 7.0 days is 7 days.
+    let (status, c) =
+        app.post("/v1/connections", t, json!({"name": "main", "regions": ["us-east-1"], "lookback_days": 7.0})).await;
+    assert_eq!((status, c["lookback_days"].as_i64()), (201, Some(7)), "{c}");
 }

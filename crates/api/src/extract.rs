@@ -146,3 +146,26 @@ impl FromRequestParts<AppState> for Caller {
         }
     }
 }
+
+/// A caller whose token has a scope, checked while the request's head is read: a token without
+/// it is refused (403) before its body or query is looked at, so it learns nothing from them.
+macro_rules! caller_with_scope {
+    ($name:ident, $scope:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                caller.require($scope)?;
+                Ok($name(caller))
+            }
+        }
+    };
+}
+
+caller_with_scope!(Reader, Scope::Read, "A caller whose token may read.");
+caller_with_scope!(Writer, Scope::Write, "A caller whose token may post changes, deploys and alerts.");
+caller_with_scope!(Admin, Scope::Admin, "A caller whose token may administer the organisation.");

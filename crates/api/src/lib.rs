@@ -62,7 +62,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The routes and their OpenAPI document, before any layer: the document is what `openapi`
 /// prints and what `/openapi.json` serves.
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::tokens::router())
         .merge(routes::environments::router())
@@ -72,7 +72,9 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::deploys::router())
         .merge(routes::alerts::router())
         .merge(routes::changes::router())
-        .split_for_parts()
+        .split_for_parts();
+    utoipa::Modify::modify(&openapi::SecurityAndErrors, &mut document);
+    (router, document)
 }
 
 /// The OpenAPI 3.1 document the code describes.

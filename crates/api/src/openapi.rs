@@ -23,12 +23,13 @@ use crate::error::{Problem, PROBLEM_CONTENT_TYPE};
         (name = "timeline", description = "What changed, per environment"),
         (name = "changes", description = "Deploys, alerts and other changes posted by integrators; suspects of an alert"),
     ),
-    components(schemas(Problem)),
-    modifiers(&SecurityAndErrors)
+    components(schemas(Problem))
 )]
 pub struct ApiDoc;
 
-struct SecurityAndErrors;
+/// Applied to the whole document once every route is merged into it: `#[openapi(modifiers)]`
+/// would run on the frame alone, before there is any path to add errors to.
+pub struct SecurityAndErrors;
 
 impl Modify for SecurityAndErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -60,17 +61,31 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
 
 /// The errors any operation can answer, so that each handler lists only its own outcomes.
 fn add_shared_errors(operation: &mut Operation) {
+    use utoipa::openapi::path::ParameterIn;
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
-    let mut shared = vec![("500", "Internal error (the cause is logged, never returned)")];
+    let parameters = operation.parameters.as_deref().unwrap_or_default();
+    let has = |place: ParameterIn| parameters.iter().any(|p| p.parameter_in == place);
+    let mut shared = vec![
+        ("500", "Internal error (the cause is logged, never returned)"),
+        ("503", "`timeout`: the request took longer than the server allows; `unavailable`: no database"),
+    ];
     if secured {
         shared.push(("401", "Missing or invalid bearer token"));
-        shared.push(("403", "The token lacks the required scope"));
+        shared.push(("403", "The token lacks the required scope (checked before the body or query is read)"));
+    }
+    if has(ParameterIn::Path) {
+        shared.push(("404", "No such resource in your organisation"));
     }
     if operation.request_body.is_some() {
         shared.push(("400", "Malformed JSON"));
         shared.push(("413", "Body too large"));
         shared.push(("415", "Body not sent as application/json"));
-        shared.push(("422", "Invalid fields, each named in `errors`"));
+    }
+    if operation.request_body.is_some() || has(ParameterIn::Query) {
+        shared.push(("422", "Invalid fields or parameters, each named in `errors`"));
+    }
+    if has(ParameterIn::Query) {
+        shared.push(("400", "A cursor this server did not issue for this list (`invalid_cursor`)"));
     }
     for (status, description) in shared {
         operation.responses.responses.entry(status.to_owned()).or_insert_with(|| problem_response(description).into());

@@ -37,7 +37,9 @@ pub fn parse_environments(one: Option<&str>, many: Option<&[String]>, errors: &m
     for (i, s) in many.unwrap_or_default().iter().enumerate() {
         slugs.extend(errors.check(EnvironmentSlug::parse(&format!("environments[{i}]"), s)));
     }
-    if one.is_none() && many.is_none_or(|m| m.is_empty()) {
+    if many.is_some_and(<[String]>::is_empty) {
+        errors.push("environments", "must name at least one environment (or leave it out and give `environment`)");
+    } else if one.is_none() && many.is_none() {
         errors.push("environments", "give `environment` or `environments`");
     }
     if slugs.len() > MAX_ENVIRONMENTS {

@@ -119,3 +119,17 @@ where
     let text = <String as serde::Deserialize>::deserialize(deserializer)?;
     text.parse().map(Some).map_err(|e| D::Error::custom(format!("{text:?} is not a valid value: {e}")))
 }
+
+/// An optional JSON integer, also written as a number with no fraction (`7.0`): JSON has one
+/// number type, and JSON Schema's `integer` admits both.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    let number: Option<serde_json::Number> = serde::Deserialize::deserialize(deserializer)?;
+    let Some(number) = number else { return Ok(None) };
+    if let Some(n) = number.as_i64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number"))),
+    }
+}

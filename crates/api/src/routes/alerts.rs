@@ -2,7 +2,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::posted::{alert, AlertInput};
-use domain::Scope;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +11,7 @@ use super::batch::{self, Batch, BatchResponse};
 use super::path_id;
 use super::timeline::TimelineItemView;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiQuery, Caller, Reader, Writer};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,15 +21,38 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_alert_suspects))
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // names the values of `severity` in the OpenAPI document
+pub enum AlertSeverity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // names the values of `status` in the OpenAPI document
+pub enum AlertStatus {
+    Triggered,
+    Acknowledged,
+    Resolved,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAlert {
+    /// An environment's slug; or give `environments` (one of the two is required).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub environment: Option<String>,
+    /// 1–50 environment slugs.
+    #[schema(min_items = 1, max_items = 50)]
     pub environments: Option<Vec<String>>,
     pub title: String,
-    /// `critical`, `error`, `warning` or `info`.
+    #[schema(value_type = AlertSeverity)]
     pub severity: String,
-    /// `triggered`, `acknowledged` or `resolved`.
+    #[schema(value_type = AlertStatus)]
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
@@ -71,10 +93,9 @@ async fn store_alert(
     responses((status = 201, description = "Created", body = TimelineItemView), (status = 200, description = "Updated", body = TimelineItemView)))]
 async fn create_alert(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     ApiJson(body): ApiJson<CreateAlert>,
 ) -> ApiResult<(StatusCode, Json<TimelineItemView>)> {
-    caller.require(Scope::Write)?;
     let (status, item) = store_alert(&state, &caller, body).await?;
     Ok((status, Json(item)))
 }
@@ -85,10 +106,9 @@ async fn create_alert(
     responses((status = 200, description = "Every item's outcome", body = BatchResponse)))]
 async fn create_alerts(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     ApiJson(body): ApiJson<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
-    caller.require(Scope::Write)?;
     Ok(Json(batch::run(body, |item: CreateAlert| store_alert(&state, &caller, item)).await?))
 }
 
@@ -97,6 +117,7 @@ async fn create_alerts(
 pub struct SuspectParams {
     /// How far before the alert to look, 1–10080 minutes (default 120).
     #[serde(default, deserialize_with = "domain::validation::query_value")]
+    #[param(minimum = 1, maximum = 10080)]
     pub window_minutes: Option<i64>,
 }
 
@@ -123,11 +144,10 @@ pub struct SuspectsResponse {
     responses((status = 200, body = SuspectsResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_alert_suspects(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<SuspectParams>,
 ) -> ApiResult<Json<SuspectsResponse>> {
-    caller.require(Scope::Read)?;
     let suspects = state.suspects(caller.org_id, path_id(&id, "alert")?, params.window_minutes).await?;
     Ok(Json(SuspectsResponse {
         alert: suspects.alert.into(),

@@ -24,8 +24,9 @@ pub async fn store(state: &AppState, caller: &Caller, posted: Posted) -> ApiResu
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
-    /// Up to 500 items, each shaped as the single POST's body.
-    #[schema(value_type = Vec<Object>)]
+    /// 1–500 items, each an object shaped as the single POST's body. An item that is not an
+    /// object fails the whole request (422); an object that is invalid fails only itself.
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 500)]
     pub items: Vec<Value>,
 }
 
@@ -56,6 +57,11 @@ where
 {
     if batch.items.is_empty() || batch.items.len() > MAX_BATCH {
         return Err(ApiError::invalid_field("items", format!("give 1 to {MAX_BATCH} items")));
+    }
+    // An item that is not an object is not an item of any kind: the request is malformed as a
+    // whole (and serde would otherwise read an array as the struct's fields in order).
+    if let Some(index) = batch.items.iter().position(|item| !item.is_object()) {
+        return Err(ApiError::invalid_field(&format!("items[{index}]"), "must be an object"));
     }
     let mut response = BatchResponse { created: 0, updated: 0, failed: 0, results: Vec::new() };
     for (index, value) in batch.items.into_iter().enumerate() {

@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::posted::{change, ChangeInput};
-use domain::Scope;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -13,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::batch::{self, Batch, BatchResponse};
 use super::timeline::TimelineItemView;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, Caller, Writer};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -36,13 +35,18 @@ pub struct CreateChange {
     pub summary: String,
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
-    /// Environment slugs.
+    /// 1–50 environment slugs.
+    #[schema(min_items = 1, max_items = 50)]
     pub environments: Vec<String>,
+    /// At most 20.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub services: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// At most 20.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub links: Vec<ChangeLink>,
     pub actor: Option<String>,
     /// Your ID of this change: posting it again updates the same item.
@@ -74,10 +78,9 @@ async fn store_change(
     responses((status = 201, description = "Created", body = TimelineItemView), (status = 200, description = "Updated (same external_id)", body = TimelineItemView)))]
 async fn create_change(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     ApiJson(body): ApiJson<CreateChange>,
 ) -> ApiResult<(StatusCode, Json<TimelineItemView>)> {
-    caller.require(Scope::Write)?;
     let (status, item) = store_change(&state, &caller, body).await?;
     Ok((status, Json(item)))
 }
@@ -88,9 +91,8 @@ async fn create_change(
     responses((status = 200, description = "Every item's outcome", body = BatchResponse)))]
 async fn create_changes(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     ApiJson(body): ApiJson<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
-    caller.require(Scope::Write)?;
     Ok(Json(batch::run(body, |item: CreateChange| store_change(&state, &caller, item)).await?))
 }

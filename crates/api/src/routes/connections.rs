@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::connection::{EnvironmentRule, SettingsPatch};
-use domain::{Connection, Scope};
+use domain::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{double_option, path_id, ListParams, ListResponse};
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{Admin, ApiJson, ApiQuery, Reader};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -59,10 +59,9 @@ pub struct ConnectionImports {
     responses((status = 200, body = ConnectionImports), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn list_connection_imports(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConnectionImports>> {
-    caller.require(Scope::Read)?;
     let imports = state.connection_imports(caller.org_id, path_id(&id, "connection")?).await?;
     let items = imports
         .into_iter()
@@ -88,10 +87,9 @@ async fn list_connection_imports(
         (status = 409, description = "not_active: register a working role first", body = Problem, content_type = "application/problem+json")))]
 async fn sync_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Scope::Admin)?;
     state.sync_connection(caller.org_id, path_id(&id, "connection")?).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -99,7 +97,13 @@ async fn sync_connection(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnection {
-    #[schema(example = "Production account")]
+    /// 1–200 characters, not only spaces, no control characters.
+    #[schema(
+        example = "Production account",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// At least one; IAM events are recorded in us-east-1.
     #[schema(example = json!(["us-east-1", "eu-west-1"]))]
@@ -111,6 +115,8 @@ pub struct CreateConnection {
     #[schema(value_type = Vec<EnvironmentRuleSchema>)]
     pub environment_rules: Vec<Value>,
     /// Days of history imported on activation, 1–90 (default 7).
+    #[serde(default, deserialize_with = "domain::validation::whole_number")]
+    #[schema(minimum = 1, maximum = 90)]
     pub lookback_days: Option<i64>,
     /// Import read-only events too (default false: changes only).
     #[serde(default)]
@@ -123,6 +129,11 @@ pub struct CreateConnection {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConnection {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
     pub regions: Option<Vec<String>>,
     /// `null` removes the default environment.
@@ -131,6 +142,8 @@ pub struct UpdateConnection {
     pub default_environment: Option<Option<String>>,
     #[schema(value_type = Option<Vec<EnvironmentRuleSchema>>)]
     pub environment_rules: Option<Vec<Value>>,
+    #[serde(default, deserialize_with = "domain::validation::whole_number")]
+    #[schema(minimum = 1, maximum = 90)]
     pub lookback_days: Option<i64>,
     pub include_read_only: Option<bool>,
     /// `false` stops imports; the role, settings and progress are kept.
@@ -159,7 +172,11 @@ pub struct EnvironmentRuleSchema {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRole {
-    #[schema(example = "arn:aws:iam::123456789012:role/changetrail-cloudtrail-reader")]
+    /// An IAM role's ARN (not a user's, nor an assumed-role session's).
+    #[schema(
+        example = "arn:aws:iam::123456789012:role/changetrail-cloudtrail-reader",
+        pattern = "^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:role/([\\u0021-\\u002e\\u0030-\\u007e]+/)*[A-Za-z0-9_+=,.@-]{1,64}$"
+    )]
     pub role_arn: String,
 }
 
@@ -280,10 +297,9 @@ impl From<UpdateConnection> for SettingsPatch {
     responses((status = 201, body = ConnectionView)))]
 async fn create_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
-    caller.require(Scope::Admin)?;
     let created = state.create_connection(caller.org_id, body.into()).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -294,10 +310,9 @@ async fn create_connection(
     responses((status = 200, body = ListResponse<ConnectionView>)))]
 async fn list_connections(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ListResponse<ConnectionView>>> {
-    caller.require(Scope::Admin)?;
     let page = state.store.list_connections(caller.org_id, params.page()?).await?;
     Ok(Json(ListResponse::from_page(page, ConnectionView::from)))
 }
@@ -308,10 +323,9 @@ async fn list_connections(
     responses((status = 200, body = ConnectionView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConnectionView>> {
-    caller.require(Scope::Admin)?;
     Ok(Json(state.connection(caller.org_id, path_id(&id, "connection")?).await?.into()))
 }
 
@@ -322,11 +336,10 @@ async fn get_connection(
     responses((status = 200, body = ConnectionView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn update_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateConnection>,
 ) -> ApiResult<Json<ConnectionView>> {
-    caller.require(Scope::Admin)?;
     let updated = state.update_connection(caller.org_id, path_id(&id, "connection")?, body.into()).await?;
     Ok(Json(updated.into()))
 }
@@ -337,10 +350,9 @@ async fn update_connection(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn delete_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Scope::Admin)?;
     state.delete_connection(caller.org_id, path_id(&id, "connection")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -353,10 +365,9 @@ async fn delete_connection(
         (status = 502, description = "changetrail's own AWS identity is unknown", body = Problem, content_type = "application/problem+json")))]
 async fn get_connection_setup(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConnectionSetup>> {
-    caller.require(Scope::Admin)?;
     let connection = state.connection(caller.org_id, path_id(&id, "connection")?).await?;
     let principal = state.service_principal().await?;
     let docs = crate::setup::render(&connection, &principal, state.aws.cfn_template_url.as_deref());
@@ -383,11 +394,10 @@ async fn get_connection_setup(
         (status = 502, description = "aws_unavailable: nothing was registered", body = Problem, content_type = "application/problem+json")))]
 async fn register_role(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RegisterRole>,
 ) -> ApiResult<Json<ConnectionView>> {
-    caller.require(Scope::Admin)?;
     let registered = state.register_role(caller.org_id, path_id(&id, "connection")?, &body.role_arn).await?;
     Ok(Json(registered.into()))
 }
@@ -403,9 +413,8 @@ async fn register_role(
         (status = 502, description = "aws_unavailable", body = Problem, content_type = "application/problem+json")))]
 async fn validate_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConnectionView>> {
-    caller.require(Scope::Admin)?;
     Ok(Json(state.validate_connection(caller.org_id, path_id(&id, "connection")?).await?.into()))
 }

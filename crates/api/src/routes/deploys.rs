@@ -2,8 +2,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::posted::{deploy, DeployInput};
-use domain::Scope;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -11,24 +10,37 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::batch::{self, Batch, BatchResponse};
 use super::timeline::TimelineItemView;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, Caller, Writer};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_deploy)).routes(routes!(create_deploys))
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // names the values of `status` in the OpenAPI document
+pub enum DeployStatus {
+    Started,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeploy {
-    /// An environment's slug; or give `environments`.
+    /// An environment's slug; or give `environments` (one of the two is required).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub environment: Option<String>,
+    /// 1–50 environment slugs.
+    #[schema(min_items = 1, max_items = 50)]
     pub environments: Option<Vec<String>>,
     #[schema(example = "checkout-api")]
     pub service: String,
     #[schema(example = "v1.42.0")]
     pub version: String,
-    /// `started`, `succeeded`, `failed` or `rolled_back`.
+    #[schema(value_type = DeployStatus)]
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
@@ -68,10 +80,9 @@ async fn store_deploy(
     responses((status = 201, description = "Created", body = TimelineItemView), (status = 200, description = "Updated (same external_id)", body = TimelineItemView)))]
 async fn create_deploy(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     ApiJson(body): ApiJson<CreateDeploy>,
 ) -> ApiResult<(StatusCode, Json<TimelineItemView>)> {
-    caller.require(Scope::Write)?;
     let (status, item) = store_deploy(&state, &caller, body).await?;
     Ok((status, Json(item)))
 }
@@ -82,9 +93,8 @@ async fn create_deploy(
     responses((status = 200, description = "Every item's outcome", body = BatchResponse)))]
 async fn create_deploys(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     ApiJson(body): ApiJson<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
-    caller.require(Scope::Write)?;
     Ok(Json(batch::run(body, |item: CreateDeploy| store_deploy(&state, &caller, item)).await?))
 }

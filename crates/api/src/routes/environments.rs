@@ -1,7 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::{Environment, EnvironmentPatch, NewEnvironment, Scope};
+use domain::{Environment, EnvironmentPatch, NewEnvironment};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{double_option, ListParams, ListResponse};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{Admin, ApiJson, ApiQuery, Reader};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,23 +24,38 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironment {
-    /// 1–100 characters.
-    #[schema(example = "Production")]
+    /// 1–100 characters, not only spaces, no control characters.
+    #[schema(
+        example = "Production",
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
-    /// `[a-z0-9-]{1,63}`, unique in your organisation; derived from the name when absent.
-    #[schema(example = "production")]
+    /// Lowercase letters, digits and `-` (not first or last), 1–63 characters, unique in your
+    /// organisation; derived from the name when absent.
+    #[schema(example = "production", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub slug: Option<String>,
+    /// At most 2000 characters; line breaks and tabs, but no other control characters.
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$")]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEnvironment {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub slug: Option<String>,
-    /// `null` clears the description.
+    /// `null` clears the description; at most 2000 characters, no control characters but line
+    /// breaks and tabs.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$")]
     pub description: Option<Option<String>>,
 }
 
@@ -76,10 +91,9 @@ impl From<Environment> for EnvironmentView {
     responses((status = 201, body = EnvironmentView), (status = 409, description = "Slug in use", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create_environment(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateEnvironment>,
 ) -> ApiResult<(StatusCode, Json<EnvironmentView>)> {
-    caller.require(Scope::Admin)?;
     let new = NewEnvironment::parse(&body.name, body.slug.as_deref(), body.description.as_deref())?;
     let env = state.store.create_environment(caller.org_id, &new).await?;
     Ok((StatusCode::CREATED, Json(env.into())))
@@ -91,10 +105,9 @@ async fn create_environment(
     responses((status = 200, body = ListResponse<EnvironmentView>)))]
 async fn list_environments(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ListResponse<EnvironmentView>>> {
-    caller.require(Scope::Read)?;
     let page = state.store.list_environments(caller.org_id, params.page()?).await?;
     Ok(Json(ListResponse::from_page(page, EnvironmentView::from)))
 }
@@ -105,10 +118,9 @@ async fn list_environments(
     responses((status = 200, body = EnvironmentView), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn get_environment(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(env): Path<String>,
 ) -> ApiResult<Json<EnvironmentView>> {
-    caller.require(Scope::Read)?;
     Ok(Json(state.environment(caller.org_id, &env).await?.into()))
 }
 
@@ -120,11 +132,10 @@ async fn get_environment(
         (status = 409, description = "Slug in use, or environment_in_use: a connection's rules name it", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update_environment(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(env): Path<String>,
     ApiJson(body): ApiJson<UpdateEnvironment>,
 ) -> ApiResult<Json<EnvironmentView>> {
-    caller.require(Scope::Admin)?;
     let patch = EnvironmentPatch::parse(
         body.name.as_deref(),
         body.slug.as_deref(),
@@ -140,10 +151,9 @@ async fn update_environment(
         (status = 409, description = "environment_in_use: a connection's rules name it", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn delete_environment(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(env): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Scope::Admin)?;
     state.delete_environment(caller.org_id, &env).await?;
     Ok(StatusCode::NO_CONTENT)
 }

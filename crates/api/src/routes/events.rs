@@ -1,6 +1,5 @@
 use axum::extract::{Path, State};
 use axum::Json;
-use domain::Scope;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -9,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::path_id;
 use super::timeline::TimelineItemView;
 use crate::error::{ApiResult, Problem};
-use crate::extract::Caller;
+use crate::extract::Reader;
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,10 +30,9 @@ pub struct EventView {
     responses((status = 200, body = EventView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_event(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EventView>> {
-    caller.require(Scope::Read)?;
     let stored = state.event(caller.org_id, path_id(&id, "event")?).await?;
     Ok(Json(EventView { item: stored.item.into(), original: stored.original }))
 }

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 pub struct ListParams {
     /// Items per page, 1–500 (default 50).
     #[serde(default, deserialize_with = "domain::validation::query_value")]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

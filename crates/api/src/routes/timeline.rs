@@ -3,7 +3,6 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use domain::timeline::TimelineItem;
-use domain::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -13,7 +12,7 @@ use uuid::Uuid;
 
 use super::ListResponse;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiQuery, Caller};
+use crate::extract::{ApiQuery, Reader};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -36,6 +35,7 @@ pub struct TimelineParams {
     /// Include read-only CloudTrail events (default false).
     pub include_read_only: Option<bool>,
     /// 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -137,11 +137,10 @@ fn page_view(page: domain::Page<TimelineItem>) -> ListResponse<TimelineItemView>
         (status = 422, description = "Invalid times, kind or limit", body = Problem, content_type = "application/problem+json")))]
 async fn get_timeline(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(env): Path<String>,
     ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
 ) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
-    caller.require(Scope::Read)?;
     Ok(Json(page_view(state.timeline(caller.org_id, &env, params).await?)))
 }
 
@@ -153,10 +152,9 @@ async fn get_timeline(
         (status = 422, description = "Unknown environments, invalid times, kind or limit", body = Problem, content_type = "application/problem+json")))]
 async fn get_timelines(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     ApiQuery(envs): ApiQuery<EnvironmentsParam>,
     ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
 ) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
-    caller.require(Scope::Read)?;
     Ok(Json(page_view(state.timelines(caller.org_id, &envs.environment, params).await?)))
 }

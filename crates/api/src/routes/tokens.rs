@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{path_id, ListParams, ListResponse};
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{Admin, ApiJson, ApiQuery};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,11 +20,27 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// What the token is for, e.g. "CI deploys".
+    /// What the token is for, e.g. "CI deploys": 1–200 characters, not only spaces, no control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
-    /// Any of `read`, `write`, `admin`.
-    #[schema(value_type = Vec<String>, example = json!(["read"]))]
+    /// 1–10 of `read`, `write`, `admin`.
+    #[schema(value_type = Vec<ScopeName>, example = json!(["read"]), min_items = 1, max_items = 10)]
     pub scopes: Vec<String>,
+}
+
+/// A scope a token may have: `admin` implies `write`, which implies `read`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // names the values of `scopes` in the OpenAPI document
+pub enum ScopeName {
+    Read,
+    Write,
+    Admin,
 }
 
 /// A token as listed: never its secret.
@@ -67,10 +83,9 @@ pub struct CreatedToken {
     responses((status = 201, body = CreatedToken)))]
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    caller.require(Scope::Admin)?;
     let (token, secret) = state.create_token(caller.org_id, &body.name, &body.scopes).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token: token.into(), secret: secret.expose().to_owned() })))
 }
@@ -81,10 +96,9 @@ async fn create_token(
     responses((status = 200, body = ListResponse<TokenView>)))]
 async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ListResponse<TokenView>>> {
-    caller.require(Scope::Admin)?;
     let page = state.store.list_tokens(caller.org_id, params.page()?).await?;
     Ok(Json(ListResponse::from_page(page, TokenView::from)))
 }
@@ -94,8 +108,11 @@ async fn list_tokens(
     params(("id" = Uuid, Path, description = "The token's id")), security(("bearer" = ["admin"])),
     responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "last_admin_token: create another admin token first", body = crate::error::Problem, content_type = "application/problem+json")))]
-async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Scope::Admin)?;
+async fn delete_token(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     state.delete_token(caller.org_id, path_id(&id, "token")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -153,6 +153,45 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     assert_eq!(app.post("/v1/changes/batch", bt, json!({"items": [change]})).await.1["failed"], 1);
     walk("POST", "/v1/changes/batch");
 
+    // A's webhook source: B can neither see nor change it, and B's own source's hook URL posts
+    // into B only (the source id decides the organisation, whoever signs).
+    let (status, a_source) = app
+        .post("/v1/sources", &a.admin_token, json!({"kind": "github", "name": "A's repo", "environments": ["prod"]}))
+        .await;
+    assert_eq!(status, 201, "{a_source}");
+    let a_source_id = a_source["id"].as_str().unwrap().to_owned();
+    let source = format!("/v1/sources/{a_source_id}");
+    assert_eq!(app.get(&source, bt).await.0, 404);
+    walk("GET", "/v1/sources/{id}");
+    assert_eq!(app.get(&format!("{source}/deliveries"), bt).await.0, 404);
+    walk("GET", "/v1/sources/{id}/deliveries");
+    assert_eq!(app.call("PATCH", &source, Some(bt), Some(json!({"secrets": ["b-chosen-secret-123"]}))).await.0, 404);
+    walk("PATCH", "/v1/sources/{id}");
+    assert_eq!(app.call("DELETE", &source, Some(bt), None).await.0, 404);
+    walk("DELETE", "/v1/sources/{id}");
+    let (status, b_source) = app
+        .post("/v1/sources", bt, json!({"kind": "github", "name": "B's repo", "secret": "b-chosen-secret-123"}))
+        .await;
+    assert_eq!(status, 201, "{b_source}");
+    walk("POST", "/v1/sources");
+    let (_, list) = app.get("/v1/sources", bt).await;
+    assert_eq!(ids(&list), vec![b_source["id"].as_str().unwrap().to_owned()]);
+    walk("GET", "/v1/sources");
+    // B signs a delivery with its own secret and sends it to A's hook URL: refused, nothing stored.
+    let body = br#"{"zen": "hi", "hook_id": 1}"#;
+    let response = app
+        .client
+        .post(app.url(&format!("/hooks/github/{a_source_id}")))
+        .header("x-github-event", "ping")
+        .header("x-hub-signature-256", test_support::github_signature("b-chosen-secret-123", body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let (_, deliveries) = app.get(&format!("{source}/deliveries"), &a.admin_token).await;
+    assert_eq!(deliveries["items"].as_array().unwrap().len(), 0, "nothing recorded on A's source");
+
     // Lists show only B's own.
     let (_, list) = app.get("/v1/environments", bt).await;
     assert!(ids(&list).is_empty(), "{list}");

@@ -49,5 +49,6 @@ mod moto;
 mod project_files;
 mod setup_tools;
 mod snapshots;
+mod sources;
 mod timeline;
 mod tokens;

@@ -316,7 +316,12 @@ async fn every_posted_item_reaches_the_subscribers(backend: Backend) {
     let env = domain::NewEnvironment::parse("prod", None, None).unwrap();
     db.store.create_environment(org.id, &env).await.unwrap();
     let aws = test_support::aws_access("http://127.0.0.1:9", None).await;
-    let app = api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(1200));
+    let app = api::AppState::new(
+        db.store.clone(),
+        aws,
+        std::time::Duration::from_secs(1200),
+        test_support::webhooks("http://127.0.0.1"),
+    );
     let mut items = app.subscribe();
     let deploy = |status: &str| {
         domain::posted::deploy(domain::posted::DeployInput {

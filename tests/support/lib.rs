@@ -70,6 +70,24 @@ async fn fresh_pg_schema(base: &str) -> String {
     format!("{base}{separator}options=-c%20search_path%3D{schema}")
 }
 
+/// What the webhooks need: a fresh sealing key, and the URL providers reach the server at.
+pub fn webhooks(public_url: &str) -> app::WebhookSettings {
+    app::WebhookSettings { secret_key: domain::secret_box::SecretKey::generate(), public_url: public_url.into() }
+}
+
+/// `X-Hub-Signature-256` as GitHub computes it.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(secret, body))
+}
+
+/// The hex HMAC-SHA256 of `body` with `secret`, as GitHub and PagerDuty sign deliveries.
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub const SERVICE_ACCESS_KEY: &str = "AKIATESTSERVICE00001";
 pub const SERVICE_SECRET: &str = "test-service-secret";
 /// changetrail's own identity in the tests' AWS.
@@ -139,10 +157,11 @@ impl TestApp {
         aws: Arc<api::AwsAccess>,
     ) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
-        let app =
-            api::router(api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60)), &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let state =
+            api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60), webhooks(&base_url));
+        let app = api::router(state, &settings);
         tokio::spawn(async move { api::serve(listener, app, &settings, std::future::pending()).await });
         Some(TestApp { base_url, db, client: reqwest::Client::new() })
     }
@@ -181,8 +200,13 @@ impl TestApp {
 
 /// The real CloudTrail records in `../shared/data/cloudtrail/` (MIT: invictus-ir/aws_dataset and
 /// OTRF/Security-Datasets), beside the repository as on every developer's machine and in CI.
+/// `../shared` beside the repository: the real records and payloads the tests read.
+pub fn shared_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
 pub fn cloudtrail_records(set: &str) -> Vec<serde_json::Value> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cloudtrail").join(set);
+    let dir = shared_dir().join("data/cloudtrail").join(set);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| {
             panic!("the test data {} is missing ({e}); it lives in ../shared beside the repository", dir.display())
@@ -259,6 +283,14 @@ pub async fn stored_source_keys(url: &str, org_id: Uuid) -> Vec<String> {
     let rows: Vec<(String,)> =
         on_pool!(url, |pool| sqlx::query_as(sql).bind(org_id).fetch_all(&pool).await.expect("read events"));
     rows.into_iter().map(|(k,)| k).collect()
+}
+
+/// Every source row as the database holds it, as text: to check what is stored in the clear.
+pub async fn stored_sources(url: &str) -> String {
+    let sql = "SELECT name, CAST(settings AS TEXT), CAST(secrets AS TEXT) FROM sources";
+    let rows: Vec<(String, String, String)> =
+        on_pool!(url, |pool| sqlx::query_as(sql).fetch_all(&pool).await.expect("read sources"));
+    rows.into_iter().map(|(a, b, c)| format!("{a} {b} {c}")).collect::<Vec<_>>().join("\n")
 }
 
 /// How many events are linked to an environment.

@@ -138,6 +138,7 @@ impl From<app::AppError> for ApiError {
                     Refusal::Unacceptable => StatusCode::UNPROCESSABLE_ENTITY,
                     Refusal::Conflict => StatusCode::CONFLICT,
                     Refusal::Upstream => StatusCode::BAD_GATEWAY,
+                    Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
                 };
                 ApiError { status, code, detail, errors }
             }
@@ -169,6 +170,11 @@ pub const PROBLEM_CODES: &[(&str, u16, &str)] = &[
     ("invalid_query", 400, "A query parameter cannot be read (wrong type or format)."),
     ("invalid_cursor", 400, "The cursor was not issued by this server for this list."),
     ("unauthorized", 401, "No bearer token was sent, or it is not a valid token."),
+    (
+        "invalid_signature",
+        401,
+        "A webhook delivery's signature is missing or does not match the source's secret; nothing was stored.",
+    ),
     ("forbidden", 403, "The token lacks the scope this operation needs."),
     ("not_found", 404, "No such resource in your organisation."),
     ("method_not_allowed", 405, "The path exists but not with this method."),

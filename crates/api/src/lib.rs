@@ -72,6 +72,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::deploys::router())
         .merge(routes::alerts::router())
         .merge(routes::changes::router())
+        .merge(routes::sources::router())
+        .merge(routes::hooks::router())
         .split_for_parts();
     utoipa::Modify::modify(&openapi::SecurityAndErrors, &mut document);
     (router, document)

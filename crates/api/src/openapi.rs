@@ -22,6 +22,7 @@ use crate::error::{Problem, PROBLEM_CONTENT_TYPE};
         (name = "connections", description = "AWS accounts whose CloudTrail changes are imported"),
         (name = "timeline", description = "What changed, per environment"),
         (name = "changes", description = "Deploys, alerts and other changes posted by integrators; suspects of an alert"),
+        (name = "sources", description = "GitHub and PagerDuty webhooks that feed the timeline by themselves"),
     ),
     components(schemas(Problem))
 )]

@@ -11,11 +11,13 @@ use tokio::sync::broadcast;
 mod connections;
 mod environments;
 mod posting;
+mod sources;
 mod timeline;
 mod tokens;
 
 pub use connections::RegionImport;
 pub use posting::NewItem;
+pub use sources::{HookDelivery, HookOutcome, NewSource, SourcePatch, WebhookSettings, MAX_DELIVERIES};
 pub use timeline::Suspects;
 
 /// Why a use case did not happen, in terms the API turns into a problem document.
@@ -43,6 +45,8 @@ pub enum Refusal {
     Conflict,
     /// AWS could not be reached or failed; nothing was changed.
     Upstream,
+    /// A webhook delivery whose signature does not prove it came from the source's provider.
+    Unauthenticated,
 }
 
 impl AppError {
@@ -97,14 +101,15 @@ pub struct App {
     /// The importer's re-scan overlap: a region's reported checkpoint is this far behind the
     /// windows walked.
     pub import_overlap: Duration,
+    pub webhooks: WebhookSettings,
     new_items: broadcast::Sender<NewItem>,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, aws: Arc<AwsAccess>, import_overlap: Duration) -> App {
+    pub fn new(store: Arc<dyn Store>, aws: Arc<AwsAccess>, import_overlap: Duration, webhooks: WebhookSettings) -> App {
         // Reactions that fall this far behind miss items (and are told so by the channel).
         let (new_items, _) = broadcast::channel(1024);
-        App { store, aws, import_overlap, new_items }
+        App { store, aws, import_overlap, webhooks, new_items }
     }
 
     /// Every item stored from now on, whatever its source: for what reacts to new items (live

@@ -150,7 +150,11 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     let secret = domain::TokenSecret::generate();
     store.create_token(org.id, "bench", &domain::Scopes::admin(), &secret.display_prefix(), &secret.hash()).await?;
     let access = Arc::new(api::AwsAccess::new(aws_for("http://127.0.0.1:9").await, Some(PRINCIPAL.into()), None));
-    let state = api::AppState::new(store.clone(), access, Duration::from_secs(1200));
+    let webhooks = app::WebhookSettings {
+        secret_key: domain::secret_box::SecretKey::generate(),
+        public_url: "http://127.0.0.1".into(),
+    };
+    let state = api::AppState::new(store.clone(), access, Duration::from_secs(1200), webhooks);
     let app = api::router(state, &api::HttpSettings::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -39,6 +39,16 @@ pub const VARIABLES: &[Variable] = &[
         default: "none",
         meaning: "where you published `crates/api/templates/cloudformation.yaml` in S3; enables the setup's quick-create link",
     },
+    Variable {
+        name: "CHANGETRAIL_PUBLIC_URL",
+        default: "http:// and CHANGETRAIL_LISTEN",
+        meaning: "where GitHub and PagerDuty reach this server: the base of each source's `ingest_url`",
+    },
+    Variable {
+        name: "CHANGETRAIL_SECRET_KEY",
+        default: "generated into CHANGETRAIL_DATA_DIR/secret.key",
+        meaning: "base64 of 32 bytes: seals the webhook secrets stored in the database (keep it with your backups)",
+    },
     Variable { name: "CHANGETRAIL_IMPORT_INTERVAL", default: "5m", meaning: "how often each region is brought up to date" },
     Variable { name: "CHANGETRAIL_IMPORT_OVERLAP", default: "20m", meaning: "how far behind its checkpoint each run re-scans (LookupEvents delivers late)" },
     Variable { name: "CHANGETRAIL_IMPORT_LEASE", default: "60s", meaning: "how long a dead worker's regions stay claimed before another worker takes them" },
@@ -95,6 +105,8 @@ pub struct Config {
     pub bootstrap_token: Option<String>,
     pub aws_principal_arn: Option<String>,
     pub cfn_template_url: Option<String>,
+    pub public_url: String,
+    pub secret_key: Option<String>,
     pub import: worker::ImportSettings,
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
@@ -134,6 +146,15 @@ impl Config {
         let bootstrap_token = Some(parse("CHANGETRAIL_BOOTSTRAP_TOKEN", "")).filter(|s| !s.is_empty());
         let aws_principal_arn = Some(parse("CHANGETRAIL_AWS_PRINCIPAL_ARN", "")).filter(|s| !s.is_empty());
         let cfn_template_url = Some(parse("CHANGETRAIL_CFN_TEMPLATE_URL", "")).filter(|s| !s.is_empty());
+        let public_url_text = parse("CHANGETRAIL_PUBLIC_URL", "");
+        let secret_key = Some(parse("CHANGETRAIL_SECRET_KEY", "")).filter(|s| !s.is_empty());
+        if let Some(key) = &secret_key {
+            if let Err(e) = domain::secret_box::SecretKey::from_base64(key) {
+                errors.push(format!(
+                    "CHANGETRAIL_SECRET_KEY {e}: give base64 of 32 random bytes (openssl rand -base64 32)"
+                ));
+            }
+        }
         let interval_text = parse("CHANGETRAIL_IMPORT_INTERVAL", "5m");
         let overlap_text = parse("CHANGETRAIL_IMPORT_OVERLAP", "20m");
         let concurrency_text = parse("CHANGETRAIL_WORKER_CONCURRENCY", "16");
@@ -232,6 +253,8 @@ impl Config {
             bootstrap_token,
             aws_principal_arn,
             cfn_template_url,
+            public_url: if public_url_text.is_empty() { format!("http://{listen}") } else { public_url_text },
+            secret_key,
             import,
             cors_origins,
             body_limit_bytes,
@@ -250,6 +273,34 @@ impl Config {
         }
     }
 
+    /// The key webhook secrets are sealed with: `CHANGETRAIL_SECRET_KEY`, or the one in the data
+    /// directory, generated there (readable by this user only) on first use.
+    pub fn secret_key(&self) -> anyhow::Result<domain::secret_box::SecretKey> {
+        use anyhow::Context;
+        if let Some(key) = &self.secret_key {
+            return domain::secret_box::SecretKey::from_base64(key)
+                .map_err(|e| anyhow::anyhow!("CHANGETRAIL_SECRET_KEY {e}"));
+        }
+        let path = self.data_dir.join("secret.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => domain::secret_box::SecretKey::from_base64(&text)
+                .map_err(|e| anyhow::anyhow!("{}: the secret key {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+                let key = domain::secret_box::SecretKey::generate();
+                write_private(&path, &key.to_base64()).with_context(|| format!("cannot write {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated the key that seals webhook secrets; back it up with the database");
+                Ok(key)
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub fn webhooks(&self) -> anyhow::Result<app::WebhookSettings> {
+        Ok(app::WebhookSettings { secret_key: self.secret_key()?, public_url: self.public_url.clone() })
+    }
+
     pub fn http(&self) -> api::HttpSettings {
         api::HttpSettings {
             cors_origins: self.cors_origins.clone(),
@@ -259,6 +310,16 @@ impl Config {
             max_connections: self.max_connections,
         }
     }
+}
+
+/// Creates `path` readable and writable by this user only (where the platform has modes).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// `500ms`, `30s`, `5m`, `2h`, `1d`.

@@ -116,7 +116,7 @@ pub async fn serve_api(
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let settings = config.http();
-    let app = api::router(api::AppState::new(store, aws, config.import.overlap), &settings);
+    let app = api::router(api::AppState::new(store, aws, config.import.overlap, config.webhooks()?), &settings);
     tracing::info!(address = %config.listen, "API listening");
     api::serve(listener, app, &settings, shutdown).await;
     Ok(())

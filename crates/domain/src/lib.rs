@@ -11,6 +11,8 @@ pub mod linking;
 pub mod organization;
 pub mod page;
 pub mod posted;
+pub mod secret_box;
+pub mod source;
 pub mod store;
 pub mod suspects;
 pub mod time_util;

@@ -16,6 +16,7 @@ use crate::event::{NewEvent, StoredEvent};
 use crate::import::{ImportJob, JobPlan, Lease, LinkableEvent, PageProgress, RelinkJob, RunOutcome};
 use crate::organization::Organization;
 use crate::page::{Page, PageRequest};
+use crate::source::{Delivery, Source, SourceKind, SourceSettings};
 use crate::timeline::{TimelineItem, TimelineQuery};
 use crate::token::{ApiToken, Scopes, TokenHash};
 
@@ -206,8 +207,37 @@ pub trait Relinks: Send + Sync {
 }
 
 /// The whole store, as the application holds it.
+/// Webhook sources and the log of their deliveries.
 #[async_trait]
-pub trait Store: Tenants + Connections + ImportQueue + Events + Relinks + Send + Sync + 'static {
+pub trait Sources: Send + Sync {
+    async fn create_source(
+        &self,
+        org_id: Uuid,
+        kind: SourceKind,
+        settings: &SourceSettings,
+        sealed_secrets: &[String],
+    ) -> StoreResult<Source>;
+    async fn list_sources(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Source>>;
+    async fn get_source(&self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Source>>;
+    /// A source by id alone, for its webhook URL (which carries no organisation).
+    async fn source_for_hook(&self, id: Uuid) -> StoreResult<Option<Source>>;
+    /// New settings, and new sealed secrets when given.
+    async fn update_source(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        settings: &SourceSettings,
+        sealed_secrets: Option<&[String]>,
+    ) -> StoreResult<Option<Source>>;
+    async fn delete_source(&self, org_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// Records a delivery; one with the same delivery id replaces it.
+    async fn record_delivery(&self, delivery: &Delivery) -> StoreResult<()>;
+    /// The newest `limit` deliveries of one of the organisation's sources.
+    async fn list_deliveries(&self, org_id: Uuid, source_id: Uuid, limit: u32) -> StoreResult<Vec<Delivery>>;
+}
+
+#[async_trait]
+pub trait Store: Tenants + Connections + ImportQueue + Events + Relinks + Sources + Send + Sync + 'static {
     /// Readiness: the database answers and the migrations are applied.
     async fn ping(&self) -> StoreResult<()>;
 }

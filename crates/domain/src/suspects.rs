@@ -1,7 +1,7 @@
 //! "What changed before this alert?": the changes in the alert's environments in a window before
 //! it started, ranked by a score whose every part comes with a reason a person can check.
 //!
-//! score = kind weight (deploy 0.5, pull request 0.35, AWS change 0.35, other 0.3)
+//! score = kind weight (deploy or merged pull request 0.5, AWS change 0.35, other 0.3)
 //!       + 0.4 × closeness (1 just before the alert, 0 at the start of the window)
 //!       + 0.3 if the change names the alert's service
 //!       + 0.15 for a security group or network change, 0.1 for an IAM change, 0.1 for a
@@ -50,9 +50,12 @@ pub fn rank(alert: &TimelineItem, candidates: Vec<TimelineItem>, window: time::D
                     reasons.push(format!("deploy of {} {when}", service_of(&item).unwrap_or("a service")));
                     0.5
                 }
+                // A merged PR ships like a deploy (often it is what a deploy then ships).
                 EventKind::PullRequest => {
-                    reasons.push(format!("pull request {when}"));
-                    0.35
+                    let number = item.labels.get("pull_request").map_or("", String::as_str);
+                    let base = item.labels.get("base").map_or("its base branch", String::as_str);
+                    reasons.push(format!("PR {number} merged into {base} {when}").replace("  ", " "));
+                    0.5
                 }
                 EventKind::Cloudtrail => {
                     reasons.push(format!("AWS change ({name}) {when}"));

@@ -8,6 +8,8 @@ pub mod deploys;
 pub mod environments;
 pub mod events;
 pub mod health;
+pub mod hooks;
+pub mod sources;
 pub mod timeline;
 pub mod tokens;
 

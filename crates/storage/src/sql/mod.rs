@@ -12,6 +12,7 @@ mod events;
 mod imports;
 mod links;
 mod relinks;
+mod sources;
 mod tenants;
 pub mod timeline;
 

@@ -242,14 +242,17 @@ async fn a_deployment_is_one_deploy_updated_by_its_statuses(backend: Backend) {
     let body = serde_json::to_vec(&deployment).unwrap();
     let (status, answer) = deliver_github(&app, &id, &secret, "deployment", "dep-1", &body).await;
     assert_eq!(status, 200, "{answer}");
-    for (state, delivery) in [("in_progress", "st-1"), ("success", "st-2")] {
+    // The last delivery is a late retry of the first status: it must not set the deploy back.
+    for (state, minutes_ago, delivery, expected) in
+        [("in_progress", 3, "st-1", 200), ("success", 1, "st-2", 200), ("in_progress", 3, "st-1-retried", 202)]
+    {
         let mut status_payload = payload("deployment_status/payload.json");
         status_payload["deployment"] = deployment["deployment"].clone();
         status_payload["deployment_status"]["state"] = json!(state);
-        status_payload["deployment_status"]["created_at"] = json!(at(now - time::Duration::minutes(1)));
+        status_payload["deployment_status"]["created_at"] = json!(at(now - time::Duration::minutes(minutes_ago)));
         let body = serde_json::to_vec(&status_payload).unwrap();
         let (status, answer) = deliver_github(&app, &id, &secret, "deployment_status", delivery, &body).await;
-        assert_eq!(status, 200, "{answer}");
+        assert_eq!(status, expected, "{delivery}: {answer}");
     }
     let items = timeline(&app, t, "prod").await;
     assert_eq!(items.len(), 1, "one deploy per deployment: {items:?}");

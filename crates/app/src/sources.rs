@@ -255,6 +255,17 @@ impl App {
             )
             .into());
         }
+        // Providers may deliver out of order (a retried `in_progress` after `success`): an older
+        // state than the one stored leaves the item as it is.
+        if let Some(new_at) = source::status_at(&posted.event.details) {
+            let key = (&posted.event.source, &posted.event.source_key);
+            if let Some(id) = self.store.event_id_by_key(source.org_id, key.0, key.1).await? {
+                let stored = self.store.get_event(source.org_id, id).await?;
+                if stored.and_then(|s| source::status_at(&s.item.details)).is_some_and(|old_at| old_at > new_at) {
+                    return Ok(HookOutcome::Ignored("an older status than the one already recorded".into()));
+                }
+            }
+        }
         let stored = self.post(source.org_id, posted).await?;
         Ok(HookOutcome::Stored { item_id: stored.item.id, created: stored.created })
     }

@@ -169,6 +169,12 @@ pub struct Delivery {
     pub received_at: OffsetDateTime,
 }
 
+/// When the state an item records was reached at its source (`status_at` in its details): a
+/// delivery of an older state than the stored one must not set the item back.
+pub fn status_at(details: &Details) -> Option<OffsetDateTime> {
+    details.text("status_at").and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+}
+
 /// What a delivery means for the timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
@@ -341,6 +347,9 @@ pub mod github {
             external_id: Some(&key),
         })?;
         posted.event.source = "github".into();
+        if let (Details::Other(details), Some(at)) = (&mut posted.event.details, at) {
+            details["status_at"] = json!(at.format(&Rfc3339).ok());
+        }
         posted.event.labels.insert("repository".into(), repository.into());
         if let Some(environment) = &environment {
             posted.event.labels.insert("github_environment".into(), environment.clone());

@@ -175,6 +175,8 @@ pub trait Events: Send + Sync {
     async fn upsert_event(&self, org_id: Uuid, event: &NewEvent) -> StoreResult<(Uuid, bool)>;
     /// One item with its original record.
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>>;
+    /// The id of the item a source knows by this key, if one is stored.
+    async fn event_id_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Uuid>>;
     /// One page of a timeline of one or more environments. The caller has checked that the
     /// environments are the organisation's; the organisation is checked again here.
     async fn timeline(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>>;

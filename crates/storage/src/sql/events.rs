@@ -110,6 +110,19 @@ impl Events for SqlStore {
         Ok((id, id == new_id))
     }
 
+    async fn event_id_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Uuid>> {
+        let row: Option<(Uuid,)> = on_pool!(self, |pool: Db| {
+            sqlx::query_as("SELECT id FROM events WHERE org_id = $1 AND source = $2 AND source_key = $3")
+                .bind(org_id)
+                .bind(source)
+                .bind(source_key)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(backend)?;
+        Ok(row.map(|(id,)| id))
+    }
+
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>> {
         let row: Option<EventRow> = on_pool!(self, |pool: Db| {
             sqlx::query_as(EVENT_IN_FULL).bind(org_id).bind(event_id).fetch_optional(pool).await

@@ -153,16 +153,15 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::conflict(what),
             StoreError::TimedOut => {
                 tracing::warn!("a query ran past the statement timeout and was stopped");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "the request took longer than this server allows and was stopped",
-                )
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", TIMEOUT_DETAIL)
             }
             other => ApiError::internal(other),
         }
     }
 }
+
+/// What a request stopped by the request timeout, or its query by the statement timeout, is told.
+pub const TIMEOUT_DETAIL: &str = "the request took longer than this server allows and was stopped";
 
 /// Every problem `code` the API can answer with, for the reference at `/docs`.
 pub const PROBLEM_CODES: &[(&str, u16, &str)] = &[

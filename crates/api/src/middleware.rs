@@ -33,9 +33,7 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let (code, detail) = match status {
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this path does not accept this method".to_owned()),
         // The only bare 503 is the timeout layer's: handlers answer problems of their own.
-        StatusCode::SERVICE_UNAVAILABLE => {
-            ("timeout", "the request took longer than this server allows and was stopped".to_owned())
-        }
+        StatusCode::SERVICE_UNAVAILABLE => ("timeout", crate::error::TIMEOUT_DETAIL.to_owned()),
         StatusCode::PAYLOAD_TOO_LARGE => {
             ("payload_too_large", "the body is larger than this server accepts".to_owned())
         }

@@ -86,7 +86,10 @@ fn add_shared_errors(operation: &mut Operation) {
         shared.push(("422", "Invalid fields or parameters, each named in `errors`"));
     }
     if has(ParameterIn::Query) {
-        shared.push(("400", "A cursor this server did not issue for this list (`invalid_cursor`)"));
+        shared.push((
+            "400",
+            "The query string cannot be read (`invalid_query`), or a cursor this server did not issue for this list (`invalid_cursor`)",
+        ));
     }
     for (status, description) in shared {
         operation.responses.responses.entry(status.to_owned()).or_insert_with(|| problem_response(description).into());

@@ -3,7 +3,7 @@
 
 use domain::connection::{self, ConnectionProblem, SettingsPatch};
 use domain::import::JobPlan;
-use domain::{Connection, ConnectionSettings, ConnectionStatus, EnvironmentRef, ExternalId, FieldError, Invalid};
+use domain::{Connection, ConnectionSettings, ConnectionStatus, ExternalId, FieldError, Invalid};
 use domain::{RegisteredRole, RoleArn};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -144,16 +144,8 @@ impl App {
         })
     }
 
-    /// The environments the settings name must exist, all checked in one query.
     async fn check_environments(&self, org_id: Uuid, settings: &ConnectionSettings) -> AppResult<()> {
-        let named = Connection::referenced_environments(settings);
-        let refs: Vec<EnvironmentRef> = named.iter().map(|(_, slug)| EnvironmentRef::Slug(slug.clone())).collect();
-        let found = self.store.find_environments(org_id, &refs).await?;
-        let mut errors = Invalid::default();
-        for (field, slug) in named.iter().filter(|(_, slug)| !found.iter().any(|e| &e.slug == slug)) {
-            errors.push(field, format!("no environment '{slug}' in your organisation; create it first"));
-        }
-        Ok(errors.into_result()?)
+        self.require_environments(org_id, &Connection::referenced_environments(settings)).await
     }
 
     /// Two connections to one account may not import the same region: they would race and

@@ -1,7 +1,7 @@
 //! Environments: renaming or deleting one that connections' rules name would silently unlink
 //! their new events, so it is refused, naming the connections.
 
-use domain::{Connection, Environment, EnvironmentPatch, PageRequest};
+use domain::{Connection, Environment, EnvironmentPatch, EnvironmentRef, EnvironmentSlug, Invalid, PageRequest};
 use uuid::Uuid;
 
 use crate::{App, AppError, AppResult, Refusal};
@@ -27,6 +27,22 @@ impl App {
             true => Ok(()),
             false => Err(AppError::NotFound("environment")),
         }
+    }
+
+    /// Every environment named (each with the field that names it) must exist in the
+    /// organisation: all checked in one query, each missing one reported on its field.
+    pub(crate) async fn require_environments(
+        &self,
+        org_id: Uuid,
+        named: &[(String, EnvironmentSlug)],
+    ) -> AppResult<()> {
+        let refs: Vec<EnvironmentRef> = named.iter().map(|(_, slug)| EnvironmentRef::Slug(slug.clone())).collect();
+        let found = self.store.find_environments(org_id, &refs).await?;
+        let mut errors = Invalid::default();
+        for (field, slug) in named.iter().filter(|(_, slug)| !found.iter().any(|e| &e.slug == slug)) {
+            errors.push(field, format!("no environment '{slug}' in your organisation; create it first"));
+        }
+        Ok(errors.into_result()?)
     }
 
     async fn refuse_if_named(&self, env: &Environment, what: &str) -> AppResult<()> {

@@ -85,8 +85,8 @@ impl App {
         };
         errors.into_result()?;
         let (kind, settings, secrets) = (kind.unwrap(), settings.unwrap(), secret.unwrap_or_default());
-        self.check_environments_exist(org_id, &settings).await?;
-        let sealed: Vec<String> = secrets.iter().map(|s| self.webhooks.secret_key.seal(s)).collect();
+        self.require_environments(org_id, &settings.named_environments()).await?;
+        let sealed = self.seal_all(&secrets);
         let created = self.store.create_source(org_id, kind, &settings, &sealed).await?;
         Ok((created, generated.then(|| secrets[0].clone())))
     }
@@ -117,9 +117,8 @@ impl App {
         let secrets = patch.secrets.and_then(|given| errors.check(source::parse_secrets(given)));
         errors.into_result()?;
         let settings = settings.unwrap();
-        self.check_environments_exist(org_id, &settings).await?;
-        let sealed: Option<Vec<String>> =
-            secrets.map(|all| all.iter().map(|s| self.webhooks.secret_key.seal(s)).collect());
+        self.require_environments(org_id, &settings.named_environments()).await?;
+        let sealed = secrets.map(|all| self.seal_all(&all));
         self.store.update_source(org_id, id, &settings, sealed.as_deref()).await?.ok_or(AppError::NotFound("source"))
     }
 
@@ -136,15 +135,8 @@ impl App {
         Ok(self.store.list_deliveries(org_id, id, limit.clamp(1, MAX_DELIVERIES)).await?)
     }
 
-    async fn check_environments_exist(&self, org_id: Uuid, settings: &SourceSettings) -> AppResult<()> {
-        let named = settings.named_environments();
-        let refs: Vec<EnvironmentRef> = named.iter().cloned().map(EnvironmentRef::Slug).collect();
-        let found = self.store.find_environments(org_id, &refs).await?;
-        let mut errors = Invalid::default();
-        for slug in named.iter().filter(|slug| !found.iter().any(|e| &e.slug == *slug)) {
-            errors.push("environments", format!("no environment '{slug}' in your organisation; create it first"));
-        }
-        Ok(errors.into_result()?)
+    fn seal_all(&self, secrets: &[String]) -> Vec<String> {
+        secrets.iter().map(|s| self.webhooks.secret_key.seal(s)).collect()
     }
 
     /// One delivery: the source found by the URL's id, the signature checked over the raw
@@ -185,16 +177,6 @@ impl App {
                 payload.pointer("/event/event_type").and_then(|v| v.as_str()).unwrap_or("unknown").to_owned()
             }
         };
-        let mut record = Delivery {
-            source_id: source.id,
-            delivery_id: delivery.delivery_id.map_or_else(|| format!("unnamed-{}", Uuid::now_v7()), str::to_owned),
-            event_type: truncate(&event_type, 100),
-            outcome: String::new(),
-            item_id: None,
-            detail: None,
-            received_at: domain::time_util::now(),
-        };
-        record.delivery_id = truncate(&record.delivery_id, 200);
         let reading = match kind {
             SourceKind::Github => source::github::read(&event_type, &payload, &source),
             SourceKind::Pagerduty => source::pagerduty::read(&payload, &source),
@@ -206,19 +188,25 @@ impl App {
             }
             Err(invalid) => Err(AppError::Invalid(invalid)),
         };
-        match &outcome {
-            Ok(HookOutcome::Stored { item_id, .. }) => {
-                (record.outcome, record.item_id) = ("stored".into(), Some(*item_id))
-            }
-            Ok(HookOutcome::Ignored(why)) => (record.outcome, record.detail) = ("ignored".into(), Some(why.clone())),
+        let (logged, item_id, detail) = match &outcome {
+            Ok(HookOutcome::Stored { item_id, .. }) => ("stored", Some(*item_id), None),
+            Ok(HookOutcome::Ignored(why)) => ("ignored", None, Some(why.clone())),
             Err(AppError::Invalid(invalid)) => {
-                let why =
-                    invalid.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-                (record.outcome, record.detail) = ("refused".into(), Some(truncate(&why, 1000)));
+                let why = invalid.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>();
+                ("refused", None, Some(truncate(&why.join("; "), 1000)))
             }
-            Err(other) => (record.outcome, record.detail) = ("failed".into(), Some(truncate(&other.to_string(), 1000))),
-        }
-        tracing::debug!(source = %source.id, event = %record.event_type, outcome = %record.outcome, "webhook delivery");
+            Err(other) => ("failed", None, Some(truncate(&other.to_string(), 1000))),
+        };
+        tracing::debug!(source = %source.id, event = %event_type, outcome = logged, "webhook delivery");
+        let record = Delivery {
+            source_id: source.id,
+            delivery_id: truncate(delivery.delivery_id.unwrap_or(&format!("unnamed-{}", Uuid::now_v7())), 200),
+            event_type: truncate(&event_type, 100),
+            outcome: logged.to_owned(),
+            item_id,
+            detail,
+            received_at: domain::time_util::now(),
+        };
         self.store.record_delivery(&record).await?;
         outcome
     }
@@ -258,12 +246,10 @@ impl App {
         // Providers may deliver out of order (a retried `in_progress` after `success`): an older
         // state than the one stored leaves the item as it is.
         if let Some(new_at) = source::status_at(&posted.event.details) {
-            let key = (&posted.event.source, &posted.event.source_key);
-            if let Some(id) = self.store.event_id_by_key(source.org_id, key.0, key.1).await? {
-                let stored = self.store.get_event(source.org_id, id).await?;
-                if stored.and_then(|s| source::status_at(&s.item.details)).is_some_and(|old_at| old_at > new_at) {
-                    return Ok(HookOutcome::Ignored("an older status than the one already recorded".into()));
-                }
+            let stored =
+                self.store.details_by_key(source.org_id, &posted.event.source, &posted.event.source_key).await?;
+            if stored.and_then(|details| source::status_at(&details)).is_some_and(|old_at| old_at > new_at) {
+                return Ok(HookOutcome::Ignored("an older status than the one already recorded".into()));
             }
         }
         let stored = self.post(source.org_id, posted).await?;

@@ -106,7 +106,8 @@ pub struct Config {
     pub aws_principal_arn: Option<String>,
     pub cfn_template_url: Option<String>,
     pub public_url: String,
-    pub secret_key: Option<String>,
+    /// `CHANGETRAIL_SECRET_KEY`, read; `None` means the key file in the data directory.
+    pub secret_key: Option<domain::secret_box::SecretKey>,
     pub import: worker::ImportSettings,
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
@@ -147,14 +148,16 @@ impl Config {
         let aws_principal_arn = Some(parse("CHANGETRAIL_AWS_PRINCIPAL_ARN", "")).filter(|s| !s.is_empty());
         let cfn_template_url = Some(parse("CHANGETRAIL_CFN_TEMPLATE_URL", "")).filter(|s| !s.is_empty());
         let public_url_text = parse("CHANGETRAIL_PUBLIC_URL", "");
-        let secret_key = Some(parse("CHANGETRAIL_SECRET_KEY", "")).filter(|s| !s.is_empty());
-        if let Some(key) = &secret_key {
-            if let Err(e) = domain::secret_box::SecretKey::from_base64(key) {
+        let secret_key_text = parse("CHANGETRAIL_SECRET_KEY", "");
+        let secret_key = (!secret_key_text.is_empty())
+            .then(|| domain::secret_box::SecretKey::from_base64(&secret_key_text))
+            .transpose()
+            .unwrap_or_else(|e| {
                 errors.push(format!(
                     "CHANGETRAIL_SECRET_KEY {e}: give base64 of 32 random bytes (openssl rand -base64 32)"
                 ));
-            }
-        }
+                None
+            });
         let interval_text = parse("CHANGETRAIL_IMPORT_INTERVAL", "5m");
         let overlap_text = parse("CHANGETRAIL_IMPORT_OVERLAP", "20m");
         let concurrency_text = parse("CHANGETRAIL_WORKER_CONCURRENCY", "16");
@@ -278,8 +281,7 @@ impl Config {
     pub fn secret_key(&self) -> anyhow::Result<domain::secret_box::SecretKey> {
         use anyhow::Context;
         if let Some(key) = &self.secret_key {
-            return domain::secret_box::SecretKey::from_base64(key)
-                .map_err(|e| anyhow::anyhow!("CHANGETRAIL_SECRET_KEY {e}"));
+            return Ok(key.clone());
         }
         let path = self.data_dir.join("secret.key");
         match std::fs::read_to_string(&path) {

@@ -85,7 +85,8 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_token();
     let importer = worker::Importer::new(store.clone(), aws, config.import.clone());
     let worker = tokio::spawn(importer.run(shutdown.clone()));
-    let api_config = config.clone();
+    // The demo keeps everything in its own directory: the key that seals webhook secrets too.
+    let api_config = crate::config::Config { data_dir: dir.clone(), ..config.clone() };
     let api_store = store.clone();
     let api_shutdown = shutdown.clone();
     let api =

@@ -105,13 +105,12 @@ impl SourceSettings {
         Ok(SourceSettings { name, environments: slugs, environment_map: mapped, service_map: services })
     }
 
-    /// Every environment the settings name, for the check that each exists.
-    pub fn named_environments(&self) -> Vec<EnvironmentSlug> {
-        let mut all: Vec<EnvironmentSlug> =
-            self.environments.iter().chain(self.environment_map.values()).cloned().collect();
-        all.sort();
-        all.dedup();
-        all
+    /// Every environment the settings name, with the field that names it, for the check that
+    /// each exists.
+    pub fn named_environments(&self) -> Vec<(String, EnvironmentSlug)> {
+        let listed = self.environments.iter().enumerate().map(|(i, slug)| (format!("environments[{i}]"), slug.clone()));
+        let mapped = self.environment_map.iter().map(|(key, slug)| (format!("environment_map.{key}"), slug.clone()));
+        listed.chain(mapped).collect()
     }
 }
 
@@ -139,7 +138,7 @@ pub fn generate_secret() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// A source as stored: its secrets sealed (see `secret_box`), never in the clear.
@@ -188,17 +187,10 @@ pub enum Reading {
 /// `sha256=<hex>` or `v1=<hex>`: HMAC-SHA256 of the raw body with `secret`, compared in constant
 /// time.
 fn hmac_matches(secret: &str, body: &[u8], hex_signature: &str) -> bool {
-    let Ok(expected) = decode_hex(hex_signature) else { return false };
+    let Ok(expected) = hex::decode(hex_signature) else { return false };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
-}
-
-fn decode_hex(text: &str) -> Result<Vec<u8>, ()> {
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(());
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| ())).collect()
 }
 
 fn text_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -489,7 +481,7 @@ mod tests {
         let sign = |secret: &str, body: &[u8]| {
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
             mac.update(body);
-            mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            hex::encode(mac.finalize().into_bytes())
         };
         let body = br#"{"event":{}}"#;
         let (old, new) = ("old-secret-0123456789", "new-secret-0123456789");

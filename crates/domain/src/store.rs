@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::aws::ExternalId;
 use crate::connection::{Connection, ConnectionProblem, ConnectionSettings, RegisteredRole};
 use crate::environment::{Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment};
-use crate::event::{NewEvent, StoredEvent};
+use crate::event::{Details, NewEvent, StoredEvent};
 use crate::import::{ImportJob, JobPlan, Lease, LinkableEvent, PageProgress, RelinkJob, RunOutcome};
 use crate::organization::Organization;
 use crate::page::{Page, PageRequest};
@@ -175,8 +175,8 @@ pub trait Events: Send + Sync {
     async fn upsert_event(&self, org_id: Uuid, event: &NewEvent) -> StoreResult<(Uuid, bool)>;
     /// One item with its original record.
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>>;
-    /// The id of the item a source knows by this key, if one is stored.
-    async fn event_id_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Uuid>>;
+    /// The details of the item a source knows by this key, if one is stored.
+    async fn details_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Details>>;
     /// One page of a timeline of one or more environments. The caller has checked that the
     /// environments are the organisation's; the organisation is checked again here.
     async fn timeline(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>>;
@@ -208,7 +208,6 @@ pub trait Relinks: Send + Sync {
     ) -> StoreResult<()>;
 }
 
-/// The whole store, as the application holds it.
 /// Webhook sources and the log of their deliveries.
 #[async_trait]
 pub trait Sources: Send + Sync {
@@ -238,6 +237,7 @@ pub trait Sources: Send + Sync {
     async fn list_deliveries(&self, org_id: Uuid, source_id: Uuid, limit: u32) -> StoreResult<Vec<Delivery>>;
 }
 
+/// The whole store, as the application holds it.
 #[async_trait]
 pub trait Store: Tenants + Connections + ImportQueue + Events + Relinks + Sources + Send + Sync + 'static {
     /// Readiness: the database answers and the migrations are applied.

@@ -242,9 +242,14 @@ pub struct EventRow {
     pub original: Option<sqlx::types::Json<serde_json::Value>>,
 }
 
+/// A stored kind; one this version does not know reads as `custom`.
+pub fn stored_kind(kind: &str) -> domain::event::EventKind {
+    domain::event::EventKind::parse(kind).unwrap_or(domain::event::EventKind::Custom)
+}
+
 impl TimelineRow {
     pub fn into_item(self, environments: Vec<String>) -> domain::timeline::TimelineItem {
-        let kind = domain::event::EventKind::parse(&self.kind).unwrap_or(domain::event::EventKind::Custom);
+        let kind = stored_kind(&self.kind);
         domain::timeline::TimelineItem {
             id: self.id,
             kind,

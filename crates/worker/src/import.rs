@@ -129,22 +129,24 @@ impl Importer {
                     fallback_time: current.end,
                 };
                 let continue_walk = page.next_token.clone().map(|t| Walk { next_token: Some(t), ..current.clone() });
+                let mut events: Vec<_> = page
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let n = normalize_lookup(e, &context);
+                        if !n.problems.is_empty() {
+                            tracing::info!(connection = %connection.id, region = %job.region, problems = ?n.problems, "stored a flagged CloudTrail record");
+                        }
+                        n.event
+                    })
+                    .collect();
                 // The rules may change while a run walks: a page linked under old ones is refused
                 // by the store, and linked again under the new ones.
                 let mut relinked = 0;
                 let (inserted, progress) = loop {
-                    let events: Vec<_> = page
-                        .events
-                        .iter()
-                        .map(|e| {
-                            let mut n = normalize_lookup(e, &context);
-                            n.event.environment_ids = linker.environment_ids(&LinkFacts::of_event(&n.event));
-                            if !n.problems.is_empty() && relinked == 0 {
-                                tracing::info!(connection = %connection.id, region = %job.region, problems = ?n.problems, "stored a flagged CloudTrail record");
-                            }
-                            n.event
-                        })
-                        .collect();
+                    for event in &mut events {
+                        event.environment_ids = linker.environment_ids(&LinkFacts::of_event(event));
+                    }
                     let progress = PageProgress {
                         continue_walk: continue_walk.clone(),
                         window_end: current.end,

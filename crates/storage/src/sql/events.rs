@@ -1,7 +1,7 @@
 //! Timeline items: how an event is laid out in a row, posted items' upsert, one item in full.
 
 use async_trait::async_trait;
-use domain::event::{NewEvent, StoredEvent};
+use domain::event::{Details, NewEvent, StoredEvent};
 use domain::store::{Events, StoreResult};
 use domain::time_util::{now, to_micros};
 use domain::timeline::{TimelineItem, TimelineQuery};
@@ -11,7 +11,7 @@ use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
 use super::links::{delete_links, insert_links, LinkRow};
-use crate::rows::{backend, EventRow};
+use crate::rows::{backend, stored_kind, EventRow};
 use crate::SqlStore;
 
 /// The columns of an event row, in the order [`push_event`] binds them.
@@ -110,9 +110,9 @@ impl Events for SqlStore {
         Ok((id, id == new_id))
     }
 
-    async fn event_id_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Uuid>> {
-        let row: Option<(Uuid,)> = on_pool!(self, |pool: Db| {
-            sqlx::query_as("SELECT id FROM events WHERE org_id = $1 AND source = $2 AND source_key = $3")
+    async fn details_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Details>> {
+        let row: Option<(String, Json<serde_json::Value>)> = on_pool!(self, |pool: Db| {
+            sqlx::query_as("SELECT kind, details FROM events WHERE org_id = $1 AND source = $2 AND source_key = $3")
                 .bind(org_id)
                 .bind(source)
                 .bind(source_key)
@@ -120,7 +120,7 @@ impl Events for SqlStore {
                 .await
         })
         .map_err(backend)?;
-        Ok(row.map(|(id,)| id))
+        Ok(row.map(|(kind, details)| Details::from_stored(stored_kind(&kind), details.0)))
     }
 
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>> {

@@ -100,6 +100,23 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     walk("GET", "/v1/connections/{id}/imports");
     assert_eq!(app.post(&format!("{conn}/sync"), bt, json!({})).await.0, 404);
     walk("POST", "/v1/connections/{id}/sync");
+    assert_eq!(app.post(&format!("{conn}/push"), bt, json!({})).await.0, 404, "B cannot rotate A's push secret");
+    walk("POST", "/v1/connections/{id}/push");
+    // B's own push secret does not open A's push URL.
+    let (status, b_push) = app.post("/v1/connections", bt, json!({"name": "b", "regions": ["eu-west-1"]})).await;
+    assert_eq!(status, 201);
+    let b_conn_id = b_push["id"].as_str().unwrap();
+    let (_, b_secret) = app.post(&format!("/v1/connections/{b_conn_id}/push"), bt, json!({})).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/hooks/eventbridge/{a_conn_id}")))
+        .header("x-changetrail-push-secret", b_secret["secret"].as_str().unwrap())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(app.call("DELETE", &format!("/v1/connections/{b_conn_id}"), Some(bt), None).await.0, 204);
     assert_eq!(app.call("DELETE", &conn, Some(bt), None).await.0, 404);
     walk("DELETE", "/v1/connections/{id}");
 

@@ -47,6 +47,7 @@ mod importer;
 mod isolation;
 mod moto;
 mod project_files;
+mod push;
 mod setup_tools;
 mod snapshots;
 mod sources;

@@ -74,6 +74,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::changes::router())
         .merge(routes::sources::router())
         .merge(routes::hooks::router())
+        .merge(routes::push::router())
         .split_for_parts();
     utoipa::Modify::modify(&openapi::SecurityAndErrors, &mut document);
     (router, document)

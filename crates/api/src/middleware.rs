@@ -70,6 +70,10 @@ pub fn make_span(request: &Request) -> tracing::Span {
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// From a push's second to a poll's quarter of an hour and a backfill's days.
+const INGEST_DELAY_BUCKETS: &[f64] =
+    &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 21600.0, 86400.0];
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -77,6 +81,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
             .expect("latency buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full("changetrail_ingest_delay_seconds".into()), INGEST_DELAY_BUCKETS)
+            .expect("delay buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder is installed, in which case ours just stays unused.

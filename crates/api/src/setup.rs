@@ -6,6 +6,9 @@ use serde_json::{json, Value};
 
 pub const CLOUDFORMATION_TEMPLATE: &str = include_str!("../templates/cloudformation.yaml");
 pub const TERRAFORM_MODULE: &str = include_str!("../templates/main.tf");
+pub const EVENTBRIDGE_TEMPLATE: &str = include_str!("../templates/eventbridge.yaml");
+const EVENTBRIDGE_TERRAFORM: &str = include_str!("../templates/eventbridge.tf");
+const EVENTBRIDGE_TERRAFORM_FORWARD: &str = include_str!("../templates/eventbridge_forward.tf");
 const EXTERNAL_ID_TOKEN: &str = "CHANGETRAIL_EXTERNAL_ID_VALUE";
 const PRINCIPAL_TOKEN: &str = "CHANGETRAIL_PRINCIPAL_ARN_VALUE";
 
@@ -17,6 +20,8 @@ pub struct SetupDocuments {
     pub cloudformation_quick_create_url: Option<String>,
     pub terraform: String,
     pub aws_cli: String,
+    pub eventbridge_cloudformation: String,
+    pub eventbridge_terraform: String,
 }
 
 fn fill(template: &str, external_id: &str, principal: &str) -> String {
@@ -43,9 +48,33 @@ pub fn permissions_policy() -> Value {
     })
 }
 
+/// The EventBridge push documents: the home region is the connection's first, every other
+/// region forwards to it.
+fn push_documents(connection: &Connection, push_url: &str) -> (String, String) {
+    let regions = &connection.settings.regions;
+    let home = regions.first().map(String::as_str).unwrap_or("us-east-1");
+    let read_only = if connection.settings.include_read_only { "true" } else { "false" };
+    let fill_push = |template: &str| {
+        template
+            .replace("CHANGETRAIL_HOME_REGION_VALUE", home)
+            .replace("CHANGETRAIL_PUSH_URL_VALUE", push_url)
+            .replace("CHANGETRAIL_INCLUDE_READ_ONLY_VALUE", read_only)
+            .replace("CHANGETRAIL_HEADER_NAME_VALUE", domain::cloudtrail::eventbridge::SECRET_HEADER)
+    };
+    let mut terraform = fill_push(EVENTBRIDGE_TERRAFORM);
+    for region in regions.iter().skip(1) {
+        terraform.push_str(
+            &EVENTBRIDGE_TERRAFORM_FORWARD
+                .replace("CHANGETRAIL_REGION_ALIAS", &region.replace('-', "_"))
+                .replace("CHANGETRAIL_REGION_VALUE", region),
+        );
+    }
+    (fill_push(EVENTBRIDGE_TEMPLATE), terraform)
+}
+
 /// `template_url` is where the operator published `cloudformation.yaml` (the console only
 /// quick-creates stacks from templates in S3); without it there is no quick-create link.
-pub fn render(connection: &Connection, principal: &str, template_url: Option<&str>) -> SetupDocuments {
+pub fn render(connection: &Connection, principal: &str, template_url: Option<&str>, push_url: &str) -> SetupDocuments {
     let external_id = connection.external_id.as_str();
     let region = connection.settings.regions.first().map(String::as_str).unwrap_or("us-east-1");
     let stack = format!("changetrail-{}", connection.id.simple());
@@ -73,6 +102,7 @@ pub fn render(connection: &Connection, principal: &str, template_url: Option<&st
          -d '{{\"role_arn\": \"ROLE_ARN_FROM_STEP_3\"}}' $CHANGETRAIL_URL/v1/connections/{id}/role\n",
         id = connection.id,
     );
+    let (eventbridge_cloudformation, eventbridge_terraform) = push_documents(connection, push_url);
     SetupDocuments {
         trust_policy: trust_policy(external_id, principal),
         permissions_policy: permissions_policy(),
@@ -80,5 +110,7 @@ pub fn render(connection: &Connection, principal: &str, template_url: Option<&st
         cloudformation_quick_create_url: quick_create,
         terraform: fill(TERRAFORM_MODULE, external_id, principal),
         aws_cli,
+        eventbridge_cloudformation,
+        eventbridge_terraform,
     }
 }

@@ -11,12 +11,14 @@ use tokio::sync::broadcast;
 mod connections;
 mod environments;
 mod posting;
+mod push;
 mod sources;
 mod timeline;
 mod tokens;
 
 pub use connections::RegionImport;
 pub use posting::NewItem;
+pub use push::{PushEndpoint, PushOutcome, PushStatus};
 pub use sources::{HookDelivery, HookOutcome, NewSource, SourcePatch, WebhookSettings, MAX_DELIVERIES};
 pub use timeline::Suspects;
 

@@ -252,6 +252,7 @@ impl App {
                 return Ok(HookOutcome::Ignored("an older status than the one already recorded".into()));
             }
         }
+        posted.event.via = domain::event::IngestPath::Webhook;
         let stored = self.post(source.org_id, posted).await?;
         Ok(HookOutcome::Stored { item_id: stored.item.id, created: stored.created })
     }

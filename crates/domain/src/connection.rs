@@ -82,6 +82,10 @@ pub struct Connection {
     /// Counts the changes of what links its events (rules, default environment): a page
     /// linked under an older count is refused, so no import stores links the rules no longer make.
     pub links_version: i64,
+    /// The EventBridge push secret's hash, once an admin created one (the secret itself is shown
+    /// once and never stored).
+    pub push_secret: Option<crate::token::TokenHash>,
+    pub push_secret_created_at: Option<OffsetDateTime>,
 }
 
 pub const DEFAULT_LOOKBACK_DAYS: u16 = 7;

@@ -35,6 +35,41 @@ impl EventKind {
     }
 }
 
+/// How an item reached changetrail: what its freshness (stored at − occurred at) is a figure of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestPath {
+    /// CloudTrail's LookupEvents, walked by the importer.
+    Poll,
+    /// CloudTrail through an EventBridge API destination.
+    Push,
+    /// Posted to the API (`/v1/deploys`, `/v1/alerts`, `/v1/changes`).
+    Api,
+    /// A provider's webhook (GitHub, PagerDuty).
+    Webhook,
+}
+
+impl IngestPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestPath::Poll => "poll",
+            IngestPath::Push => "push",
+            IngestPath::Api => "api",
+            IngestPath::Webhook => "webhook",
+        }
+    }
+
+    /// A stored value; one this version does not know reads as `api`.
+    pub fn from_stored(s: &str) -> IngestPath {
+        match s {
+            "poll" => IngestPath::Poll,
+            "push" => IngestPath::Push,
+            "webhook" => IngestPath::Webhook,
+            _ => IngestPath::Api,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Resource {
     #[serde(rename = "type")]
@@ -68,6 +103,8 @@ pub struct NewEvent {
     pub original: Option<serde_json::Value>,
     /// The environments it belongs to.
     pub environment_ids: Vec<Uuid>,
+    /// How it arrived; an update keeps the first arrival's.
+    pub via: IngestPath,
 }
 
 /// What an item carries beyond the common fields: typed for CloudTrail, whose fields linking,

@@ -39,6 +39,36 @@ impl<'a> LinkFacts<'a> {
     }
 }
 
+/// A connection's linker and the ids of the environments its rules name, as one page or one
+/// pushed event is linked with. Rules that name an environment that no longer exists link to
+/// nothing.
+pub struct ConnectionLinker {
+    linker: Linker,
+    ids: std::collections::HashMap<EnvironmentSlug, uuid::Uuid>,
+    /// The connection's count of rule changes these rules are from: the store refuses what was
+    /// linked under an older one.
+    pub links_version: i64,
+}
+
+impl ConnectionLinker {
+    /// `environments` are the organisation's environments the connection's rules name
+    /// (`Connection::referenced_environments`), as the store found them.
+    pub fn new(connection: &crate::Connection, environments: Vec<crate::Environment>) -> ConnectionLinker {
+        ConnectionLinker {
+            linker: Linker::new(
+                &connection.settings.environment_rules,
+                connection.settings.default_environment.as_ref(),
+            ),
+            ids: environments.into_iter().map(|e| (e.slug, e.id)).collect(),
+            links_version: connection.links_version,
+        }
+    }
+
+    pub fn environment_ids(&self, facts: &LinkFacts<'_>) -> Vec<uuid::Uuid> {
+        self.linker.environments(facts).iter().filter_map(|slug| self.ids.get(slug).copied()).collect()
+    }
+}
+
 struct CompiledRule {
     environment: EnvironmentSlug,
     regions: Option<Vec<String>>,

@@ -7,7 +7,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::environment::EnvironmentSlug;
-use crate::event::{Details, EventKind, Link, NewEvent, Resource};
+use crate::event::{Details, EventKind, IngestPath, Link, NewEvent, Resource};
 use crate::validation::{self, Invalid};
 
 /// An item to store, with the environments (by slug) it belongs to.
@@ -145,6 +145,7 @@ pub fn deploy(input: DeployInput<'_>) -> Result<Posted, Invalid> {
             })),
             original: None,
             environment_ids: Vec::new(),
+            via: IngestPath::Api,
         },
         environments,
     })
@@ -211,6 +212,7 @@ pub fn alert(input: AlertInput<'_>) -> Result<Posted, Invalid> {
             })),
             original: None,
             environment_ids: Vec::new(),
+            via: IngestPath::Api,
         },
         environments,
     })
@@ -281,6 +283,7 @@ pub fn change(input: ChangeInput<'_>) -> Result<Posted, Invalid> {
             details: Details::Other(json!({ "summary": summary, "services": services })),
             original: None,
             environment_ids: Vec::new(),
+            via: IngestPath::Api,
         },
         environments,
     })

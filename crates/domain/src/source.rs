@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::environment::EnvironmentSlug;
-use crate::event::{Details, EventKind, Link, NewEvent, Resource};
+use crate::event::{Details, EventKind, IngestPath, Link, NewEvent, Resource};
 use crate::posted::{self, Posted};
 use crate::validation::{self, Invalid};
 
@@ -293,6 +293,7 @@ pub mod github {
             })),
             original: None,
             environment_ids: Vec::new(),
+            via: IngestPath::Webhook,
         };
         validation::posted_instant("pull_request.merged_at", merged_at, crate::time_util::now())?;
         let posted = Posted { event, environments: source.settings.environments.clone() };

@@ -125,6 +125,15 @@ pub trait Connections: Send + Sync {
         problem: &ConnectionProblem,
         mark_error: bool,
     ) -> StoreResult<Option<Connection>>;
+    /// Makes `hash` the connection's push secret; the one before stops working at once.
+    async fn set_push_secret(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<Connection>>;
+    /// A connection by id alone, for its push URL (which carries no organisation).
+    async fn connection_for_push(&self, connection_id: Uuid) -> StoreResult<Option<Connection>>;
     /// The organisation's connections whose registered role is in this account.
     async fn connections_of_account(&self, org_id: Uuid, account_id: &str) -> StoreResult<Vec<Connection>>;
 }
@@ -144,8 +153,14 @@ pub trait ImportQueue: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<ImportJob>>;
     /// Stores a page of events with their environment links and moves the job's progress, in one
-    /// transaction, if `lease` still holds. Returns how many events were new.
-    async fn save_import_page(&self, lease: &Lease, events: &[NewEvent], progress: &PageProgress) -> StoreResult<u64>;
+    /// transaction, if `lease` still holds. Returns the positions in `events` of those that were
+    /// new (the others were stored before).
+    async fn save_import_page(
+        &self,
+        lease: &Lease,
+        events: &[NewEvent],
+        progress: &PageProgress,
+    ) -> StoreResult<Vec<usize>>;
     /// Extends a held lease to `until` (a run that waits, say for throttling, keeps its job).
     /// `LeaseLost` if another worker holds it now.
     async fn renew_lease(&self, lease: &Lease, until: OffsetDateTime) -> StoreResult<()>;
@@ -173,6 +188,25 @@ pub trait Events: Send + Sync {
     /// Stores a posted item, or updates the one with the same (source, source_key), and makes
     /// its environment links exactly `event.environment_ids`. Returns its id and whether it is new.
     async fn upsert_event(&self, org_id: Uuid, event: &NewEvent) -> StoreResult<(Uuid, bool)>;
+    /// Stores one CloudTrail event of a connection with its links (`event.environment_ids`, made
+    /// under the rules of `links_version`), unless the same (source, source_key) is stored:
+    /// then nothing changes and the answer is `None`. `LinksChanged`, with nothing stored, when
+    /// the connection's rules changed since.
+    async fn insert_connection_event(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        links_version: i64,
+        event: &NewEvent,
+    ) -> StoreResult<Option<Uuid>>;
+    /// How many of the connection's items arrived by push since `since`, and when the newest of
+    /// all its pushed items was stored.
+    async fn pushed_since(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        since: OffsetDateTime,
+    ) -> StoreResult<(u64, Option<OffsetDateTime>)>;
     /// One item with its original record.
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>>;
     /// The details of the item a source knows by this key, if one is stored.

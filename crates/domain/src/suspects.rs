@@ -135,6 +135,8 @@ mod tests {
             labels: service.map(|s| [("service".to_owned(), s.to_owned())].into_iter().collect()).unwrap_or_default(),
             links: vec![],
             details: crate::event::Details::from_stored(kind, details),
+            ingested_at: alert_at,
+            ingested_via: crate::event::IngestPath::Api,
         }
     }
 

@@ -56,6 +56,9 @@ pub struct TimelineItem {
     pub labels: std::collections::BTreeMap<String, String>,
     pub links: Vec<Link>,
     pub details: crate::event::Details,
+    /// When changetrail stored it (its first arrival, for an item updated since).
+    pub ingested_at: OffsetDateTime,
+    pub ingested_via: crate::event::IngestPath,
 }
 
 /// A timeline request as a client writes it (query parameters), before validation.

@@ -67,6 +67,10 @@ impl Default for StoreSettings {
 impl SqlStore {
     /// What a claim adds to its inner SELECT: PostgreSQL skips rows another worker is claiming;
     /// SQLite has one writer at a time, so the conditional UPDATE is enough there.
+    fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     fn claim_lock(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "",

@@ -29,12 +29,15 @@ pub struct TokenRow {
     pub created_at: i64,
 }
 
+/// A stored SHA-256; a value of another length (never written) reads as none.
+fn token_hash(bytes: &[u8]) -> Option<TokenHash> {
+    bytes.try_into().ok().map(TokenHash)
+}
+
 impl From<TokenRow> for ApiToken {
     fn from(r: TokenRow) -> Self {
-        let mut hash = [0u8; 32];
-        if r.secret_hash.len() == hash.len() {
-            hash.copy_from_slice(&r.secret_hash);
-        }
+        // A stored hash of the wrong length matches no secret: all zeros is nobody's SHA-256.
+        let hash = token_hash(&r.secret_hash).unwrap_or(TokenHash([0u8; 32]));
         ApiToken {
             id: r.id,
             org_id: r.org_id,
@@ -42,7 +45,7 @@ impl From<TokenRow> for ApiToken {
             scopes: Scopes::from_stored(&r.scopes),
             prefix: r.prefix,
             created_at: from_micros(r.created_at),
-            secret_hash: TokenHash(hash),
+            secret_hash: hash,
         }
     }
 }
@@ -118,12 +121,15 @@ pub struct ConnectionRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub links_version: i64,
+    pub push_secret_hash: Option<Vec<u8>>,
+    pub push_secret_created_at: Option<i64>,
 }
 
 pub const CONNECTION_COLUMNS: &str =
     "id, org_id, name, regions, default_environment, environment_rules, lookback_days, \
      include_read_only, enabled, external_id, status, role_arn, account_id, assumed_role_arn, validated_at, \
-     last_error_code, last_error_message, last_error_at, created_at, updated_at, links_version";
+     last_error_code, last_error_message, last_error_at, created_at, updated_at, links_version, \
+     push_secret_hash, push_secret_created_at";
 
 impl TryFrom<ConnectionRow> for domain::Connection {
     type Error = StoreError;
@@ -161,6 +167,8 @@ impl TryFrom<ConnectionRow> for domain::Connection {
             created_at: from_micros(r.created_at),
             updated_at: from_micros(r.updated_at),
             links_version: r.links_version,
+            push_secret: r.push_secret_hash.as_deref().and_then(token_hash),
+            push_secret_created_at: r.push_secret_created_at.map(from_micros),
         })
     }
 }
@@ -232,6 +240,8 @@ pub struct TimelineRow {
     pub labels: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     pub links: sqlx::types::Json<Vec<domain::event::Link>>,
     pub details: sqlx::types::Json<serde_json::Value>,
+    pub created_at: i64,
+    pub ingested_via: String,
 }
 
 /// A timeline row with the original record, for one item in full.
@@ -263,6 +273,8 @@ impl TimelineRow {
             labels: self.labels.0,
             links: self.links.0,
             details: domain::event::Details::from_stored(kind, self.details.0),
+            ingested_at: from_micros(self.created_at),
+            ingested_via: domain::event::IngestPath::from_stored(&self.ingested_via),
         }
     }
 }

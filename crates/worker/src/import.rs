@@ -165,7 +165,12 @@ impl Importer {
                     }
                 };
                 leased_until = progress.lease_until;
-                metrics::counter!("changetrail_events_imported_total").increment(inserted);
+                metrics::counter!("changetrail_events_imported_total").increment(inserted.len() as u64);
+                let stored_at = domain::time_util::now();
+                for &i in &inserted {
+                    let delay = (stored_at - events[i].occurred_at).as_seconds_f64().max(0.0);
+                    metrics::histogram!("changetrail_ingest_delay_seconds", "via" => "poll").record(delay);
+                }
                 if continue_walk.is_none() {
                     scanned_until = current.end;
                     let lag = (domain::time_util::now() - scanned_until).as_seconds_f64().max(0.0);

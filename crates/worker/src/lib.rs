@@ -9,12 +9,11 @@
 //! overlap behind the checkpoint because LookupEvents delivers late and out of order; storage
 //! de-duplicates by EventId, so the overlap costs calls but never duplicates.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws::Aws;
-use domain::linking::{LinkFacts, Linker};
+use domain::linking::ConnectionLinker;
 use domain::Store;
 use domain::{Connection, StoreError};
 use rand::Rng;
@@ -123,28 +122,6 @@ impl Importer {
             .map(|(_, slug)| domain::EnvironmentRef::Slug(slug))
             .collect();
         let environments = self.store.find_environments(connection.org_id, &refs).await?;
-        Ok(ConnectionLinker {
-            linker: Linker::new(
-                &connection.settings.environment_rules,
-                connection.settings.default_environment.as_ref(),
-            ),
-            ids: environments.into_iter().map(|e| (e.slug, e.id)).collect(),
-            links_version: connection.links_version,
-        })
-    }
-}
-
-/// A connection's linker and the ids of the environments it names. Rules that name an
-/// environment that no longer exists link to nothing.
-struct ConnectionLinker {
-    linker: Linker,
-    ids: HashMap<domain::EnvironmentSlug, Uuid>,
-    /// The connection's count of rule changes these rules are from.
-    links_version: i64,
-}
-
-impl ConnectionLinker {
-    fn environment_ids(&self, facts: &LinkFacts<'_>) -> Vec<Uuid> {
-        self.linker.environments(facts).iter().filter_map(|slug| self.ids.get(slug).copied()).collect()
+        Ok(ConnectionLinker::new(connection, environments))
     }
 }

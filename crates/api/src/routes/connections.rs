@@ -48,12 +48,29 @@ pub struct RegionImport {
     pub last_error: Option<String>,
 }
 
+/// Events pushed by EventBridge (`POST /v1/connections/{id}/push`).
 #[derive(Serialize, ToSchema)]
-pub struct ConnectionImports {
-    pub items: Vec<RegionImport>,
+pub struct PushImport {
+    /// False until a push secret is created.
+    pub enabled: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub secret_created_at: Option<OffsetDateTime>,
+    /// When the newest pushed event was stored.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_received_at: Option<OffsetDateTime>,
+    /// Events stored from pushes in the last hour (retries and events the poll stored first
+    /// are not counted).
+    pub events_last_hour: u64,
 }
 
-/// Import progress per region.
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionImports {
+    /// The poll, per region.
+    pub items: Vec<RegionImport>,
+    pub push: PushImport,
+}
+
+/// Import progress per region, and the events pushed by EventBridge.
 #[utoipa::path(get, path = "/v1/connections/{id}/imports", tag = "connections", operation_id = "list_connection_imports",
     params(("id" = Uuid, Path, description = "The connection's id")), security(("bearer" = ["read"])),
     responses((status = 200, body = ConnectionImports), (status = 404, body = Problem, content_type = "application/problem+json")))]
@@ -62,7 +79,9 @@ async fn list_connection_imports(
     Reader(caller): Reader,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConnectionImports>> {
-    let imports = state.connection_imports(caller.org_id, path_id(&id, "connection")?).await?;
+    let connection = state.connection(caller.org_id, path_id(&id, "connection")?).await?;
+    let imports = state.connection_imports(caller.org_id, connection.id).await?;
+    let push = state.push_status(&connection).await?;
     let items = imports
         .into_iter()
         .map(|i| RegionImport {
@@ -77,7 +96,13 @@ async fn list_connection_imports(
             last_error: i.job.last_error,
         })
         .collect();
-    Ok(Json(ConnectionImports { items }))
+    let push = PushImport {
+        enabled: push.secret_created_at.is_some(),
+        secret_created_at: push.secret_created_at,
+        last_received_at: push.last_received_at,
+        events_last_hour: push.events_last_hour,
+    };
+    Ok(Json(ConnectionImports { items, push }))
 }
 
 /// Import now, without waiting for the schedule.
@@ -258,6 +283,14 @@ pub struct ConnectionSetup {
     pub terraform: String,
     /// AWS CLI commands that create the stack and register its role.
     pub aws_cli: String,
+    /// YAML: EventBridge pushes this account's CloudTrail changes to changetrail within seconds
+    /// (POST /v1/connections/{id}/push gives its `PushSecret`). Deploy it in each of the
+    /// connection's regions (one stack per region, or a StackSet over them): the first region
+    /// gets the API destination, the others forward to it.
+    pub eventbridge_cloudformation: String,
+    /// The same as a Terraform configuration (HCL) with `push_secret` as a variable: one
+    /// provider per region of the connection.
+    pub eventbridge_terraform: String,
 }
 
 impl From<CreateConnection> for SettingsPatch {
@@ -370,7 +403,8 @@ async fn get_connection_setup(
 ) -> ApiResult<Json<ConnectionSetup>> {
     let connection = state.connection(caller.org_id, path_id(&id, "connection")?).await?;
     let principal = state.service_principal().await?;
-    let docs = crate::setup::render(&connection, &principal, state.aws.cfn_template_url.as_deref());
+    let push_url = state.push_url(connection.id);
+    let docs = crate::setup::render(&connection, &principal, state.aws.cfn_template_url.as_deref(), &push_url);
     Ok(Json(ConnectionSetup {
         external_id: connection.external_id.as_str().to_owned(),
         service_principal_arn: principal,
@@ -380,6 +414,8 @@ async fn get_connection_setup(
         cloudformation_quick_create_url: docs.cloudformation_quick_create_url,
         terraform: docs.terraform,
         aws_cli: docs.aws_cli,
+        eventbridge_cloudformation: docs.eventbridge_cloudformation,
+        eventbridge_terraform: docs.eventbridge_terraform,
     }))
 }
 

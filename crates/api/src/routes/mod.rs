@@ -9,6 +9,7 @@ pub mod environments;
 pub mod events;
 pub mod health;
 pub mod hooks;
+pub mod push;
 pub mod sources;
 pub mod timeline;
 pub mod tokens;

@@ -97,6 +97,12 @@ pub struct TimelineItemView {
     /// error_code, source_ip, and `flagged`/`problems` for records that could not be read in full.
     #[schema(value_type = Object)]
     pub details: Value,
+    /// When changetrail stored it; `ingested_at - occurred_at` is how late it arrived.
+    #[serde(with = "time::serde::rfc3339")]
+    pub ingested_at: OffsetDateTime,
+    /// How it arrived: `poll` (LookupEvents), `push` (EventBridge), `api` or `webhook`.
+    #[schema(example = "push")]
+    pub ingested_via: &'static str,
 }
 
 impl From<TimelineItem> for TimelineItemView {
@@ -117,6 +123,8 @@ impl From<TimelineItem> for TimelineItemView {
             labels: i.labels,
             links: i.links.into_iter().map(|l| LinkView { href: l.href, text: l.text }).collect(),
             details: i.details.to_json(),
+            ingested_at: i.ingested_at,
+            ingested_via: i.ingested_via.as_str(),
         }
     }
 }

@@ -10,8 +10,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::event::{Details, EventKind, NewEvent, Resource};
+use crate::event::{Details, EventKind, IngestPath, NewEvent, Resource};
 
+pub mod eventbridge;
 mod title;
 pub use title::title;
 
@@ -135,7 +136,25 @@ pub fn normalize(record: &Value, ctx: &RecordContext<'_>) -> Normalized {
         problems.push("the record is JSON but not an object".to_owned());
     }
     let original = Some(record.clone());
-    normalize_parts(record.is_object().then_some(record), original, &LookupEvent::default(), problems, ctx)
+    // The record's own `resources` are what LookupEvents reports as `Resources` beside it, so a
+    // pushed record and the same record polled name the same resources.
+    let hints = LookupEvent { resources: resources_of_record(record), ..LookupEvent::default() };
+    normalize_parts(record.is_object().then_some(record), original, &hints, problems, ctx)
+}
+
+/// A record's `resources: [{"ARN", "type", "accountId"}]`.
+fn resources_of_record(record: &Value) -> Vec<Resource> {
+    let Some(listed) = record.get("resources").and_then(Value::as_array) else { return Vec::new() };
+    listed
+        .iter()
+        .filter_map(|r| {
+            let name = r.get("ARN").or_else(|| r.get("arn")).and_then(Value::as_str).filter(|n| !n.is_empty())?;
+            Some(Resource {
+                resource_type: r.get("type").and_then(Value::as_str).map(str::to_owned),
+                name: name.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Normalises one event of a LookupEvents answer: its record, with LookupEvents' own fields
@@ -252,6 +271,7 @@ fn normalize_parts(
             details: Details::CloudTrail(Box::new(details)),
             original,
             environment_ids: Vec::new(),
+            via: IngestPath::Poll,
         },
         problems,
     }

@@ -5,6 +5,7 @@ use domain::connection::ConnectionProblem;
 use domain::import::JobPlan;
 use domain::store::{Connections, StoreResult};
 use domain::time_util::{from_micros, now, to_micros};
+use domain::token::TokenHash;
 use domain::{Connection, ConnectionSettings, ExternalId, Page, PageRequest, RegisteredRole};
 use sqlx::query::QueryAs;
 use sqlx::types::Json;
@@ -211,5 +212,37 @@ impl Connections for SqlStore {
             on_pool!(self, |pool: Db| sqlx::query_as(&sql).bind(org_id).bind(account_id).fetch_all(pool).await)
                 .map_err(backend)?;
         rows.into_iter().map(Connection::try_from).collect()
+    }
+
+    async fn set_push_secret(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<Connection>> {
+        let at = to_micros(now());
+        let sql = format!(
+            "UPDATE connections SET push_secret_hash = $3, push_secret_created_at = $4, updated_at = $4
+             WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
+        );
+        let row: Option<ConnectionRow> = on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(connection_id)
+                .bind(hash.0.to_vec())
+                .bind(at)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(backend)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn connection_for_push(&self, connection_id: Uuid) -> StoreResult<Option<Connection>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
+        let row: Option<ConnectionRow> =
+            on_pool!(self, |pool: Db| sqlx::query_as(&sql).bind(connection_id).fetch_optional(pool).await)
+                .map_err(backend)?;
+        row.map(TryInto::try_into).transpose()
     }
 }

@@ -3,11 +3,13 @@
 use async_trait::async_trait;
 use domain::event::{Details, NewEvent, StoredEvent};
 use domain::store::{Events, StoreResult};
-use domain::time_util::{now, to_micros};
+use domain::time_util::{from_micros, now, to_micros};
 use domain::timeline::{TimelineItem, TimelineQuery};
+use domain::StoreError;
 use sqlx::query_builder::Separated;
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Type};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::links::{delete_links, insert_links, LinkRow};
@@ -17,7 +19,8 @@ use crate::SqlStore;
 /// The columns of an event row, in the order [`push_event`] binds them.
 pub(super) const INSERT_EVENTS: &str =
     "INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, \
-     actor, read_only, resources, labels, links, details, original, event_source, created_at, updated_at) ";
+     actor, read_only, resources, labels, links, details, original, event_source, created_at, updated_at, \
+     ingested_via) ";
 
 /// Binds one event's row for a multi-row `INSERT` built from [`INSERT_EVENTS`]: the one place
 /// that knows how an event is laid out in a row.
@@ -56,7 +59,8 @@ pub(super) fn push_event<'args, DB>(
         .push_bind(e.original.clone().map(json))
         .push_bind(e.details.event_source().map(str::to_owned))
         .push_bind(now)
-        .push_bind(now);
+        .push_bind(now)
+        .push_bind(e.via.as_str().to_owned());
 }
 
 /// The links an event's `environment_ids` ask for, once it has its id.
@@ -80,7 +84,8 @@ const UPSERT_TAIL: &str = " ON CONFLICT (org_id, source, source_key) DO UPDATE S
  RETURNING id";
 
 const EVENT_IN_FULL: &str =
-    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details, original
+    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details, original,
+         created_at, ingested_via
      FROM events WHERE org_id = $1 AND id = $2";
 
 const SLUGS_OF_EVENT: &str =
@@ -108,6 +113,63 @@ impl Events for SqlStore {
         })
         .map_err(backend)?;
         Ok((id, id == new_id))
+    }
+
+    async fn insert_connection_event(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        links_version: i64,
+        e: &NewEvent,
+    ) -> StoreResult<Option<Uuid>> {
+        let at = to_micros(now());
+        let postgres = self.is_postgres();
+        let stored = on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            if postgres && !links_unchanged!(postgres, tx, org_id, connection_id, links_version) {
+                return Ok(Err(StoreError::LinksChanged));
+            }
+            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_EVENTS);
+            insert.push_values(std::iter::once(e), |row, e| push_event(row, Uuid::now_v7(), org_id, e, at));
+            insert.push(" ON CONFLICT (org_id, source, source_key) DO NOTHING RETURNING id");
+            let id: Option<(Uuid,)> = insert.build_query_as().fetch_optional(&mut *tx).await?;
+            if let Some((id,)) = id {
+                let links = links_of(id, e);
+                if !links.is_empty() {
+                    insert_links::<Db>(&links).build().execute(&mut *tx).await?;
+                }
+            }
+            if !postgres && !links_unchanged!(postgres, tx, org_id, connection_id, links_version) {
+                return Ok(Err(StoreError::LinksChanged));
+            }
+            tx.commit().await.map(|()| Ok(id.map(|(id,)| id)))
+        })
+        .map_err(backend)?;
+        stored
+    }
+
+    async fn pushed_since(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        since: OffsetDateTime,
+    ) -> StoreResult<(u64, Option<OffsetDateTime>)> {
+        // Both read the partial index of pushed items (connection_id, created_at).
+        let (count, newest): (i64, Option<i64>) = on_pool!(self, |pool: Db| {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM events WHERE connection_id = $2 AND ingested_via = 'push'
+                             AND created_at >= $3 AND org_id = $1),
+                        (SELECT MAX(created_at) FROM events WHERE connection_id = $2 AND ingested_via = 'push'
+                             AND org_id = $1)",
+            )
+            .bind(org_id)
+            .bind(connection_id)
+            .bind(to_micros(since))
+            .fetch_one(pool)
+            .await
+        })
+        .map_err(backend)?;
+        Ok((count.max(0) as u64, newest.map(from_micros)))
     }
 
     async fn details_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Details>> {

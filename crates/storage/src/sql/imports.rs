@@ -145,36 +145,24 @@ impl ImportQueue for SqlStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn save_import_page(&self, lease: &Lease, events: &[NewEvent], progress: &PageProgress) -> StoreResult<u64> {
+    async fn save_import_page(
+        &self,
+        lease: &Lease,
+        events: &[NewEvent],
+        progress: &PageProgress,
+    ) -> StoreResult<Vec<usize>> {
         let at = to_micros(now());
         let (scanned, walk) = match &progress.continue_walk {
             Some(walk) => (None, Some(walk)),
             None => (Some(to_micros(progress.window_end)), None),
         };
-        // The page is linked under the rules' count it was given, checked in its transaction. On
-        // PostgreSQL first, FOR SHARE: a rule change waits until the page commits, so the re-link
-        // it starts sees the page (and the lock order, connection then job, is registration's).
-        // On SQLite after the writes, so the write lock is held and the read is the latest.
-        let postgres = matches!(self.pool, crate::Pool::Postgres(_));
-        let links_version_sql = format!(
-            "SELECT links_version FROM connections WHERE org_id = $1 AND id = $2 {}",
-            if postgres { "FOR SHARE" } else { "" }
-        );
-        macro_rules! links_unchanged {
-            ($tx:expr) => {
-                sqlx::query_as::<_, (i64,)>(&links_version_sql)
-                    .bind(lease.org_id)
-                    .bind(lease.connection_id)
-                    .fetch_optional(&mut *$tx)
-                    .await?
-                    .map(|(v,)| v)
-                    == Some(progress.links_version)
-            };
-        }
+        // The page is linked under the rules' count it was given, checked in its transaction
+        // (see `links_unchanged!`: on PostgreSQL first, on SQLite after the writes).
+        let postgres = self.is_postgres();
         let (inserted, held) = on_pool!(self, |pool: Db| {
             let mut tx = pool.begin().await?;
-            if postgres && !links_unchanged!(tx) {
-                return Ok((0, Saved::LinksChanged));
+            if postgres && !links_unchanged!(postgres, tx, lease.org_id, lease.connection_id, progress.links_version) {
+                return Ok((Vec::new(), Saved::LinksChanged));
             }
             let mut inserted: Vec<(Uuid, String)> = Vec::new();
             if !events.is_empty() {
@@ -183,15 +171,15 @@ impl ImportQueue for SqlStore {
                 insert.push(" ON CONFLICT (org_id, source, source_key) DO NOTHING RETURNING id, source_key");
                 inserted = insert.build_query_as().fetch_all(&mut *tx).await?;
             }
-            let new_events: Vec<(Uuid, &NewEvent)> = inserted
+            let new_events: Vec<(Uuid, usize)> = inserted
                 .iter()
-                .filter_map(|(id, key)| events.iter().find(|e| &e.source_key == key).map(|e| (*id, e)))
+                .filter_map(|(id, key)| events.iter().position(|e| &e.source_key == key).map(|i| (*id, i)))
                 .collect();
-            let links: Vec<_> = new_events.iter().flat_map(|(id, e)| links_of(*id, e)).collect();
+            let links: Vec<_> = new_events.iter().flat_map(|(id, i)| links_of(*id, &events[*i])).collect();
             if !links.is_empty() {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
-            let flagged = new_events.iter().filter(|(_, e)| e.details.flagged()).count() as i64;
+            let flagged = new_events.iter().filter(|(_, i)| events[*i].details.flagged()).count() as i64;
             let held = sqlx::query(SAVE_PROGRESS)
                 .bind(lease.connection_id)
                 .bind(&lease.region)
@@ -208,12 +196,13 @@ impl ImportQueue for SqlStore {
                 .await?
                 .rows_affected()
                 > 0;
-            if !postgres && !links_unchanged!(tx) {
-                return Ok((0, Saved::LinksChanged));
+            if !postgres && !links_unchanged!(postgres, tx, lease.org_id, lease.connection_id, progress.links_version) {
+                return Ok((Vec::new(), Saved::LinksChanged));
             }
             // Without the lease the whole page rolls back, and the new holder stores it.
             let held = commit_if_held(tx, held).await?;
-            Ok((inserted.len() as u64, if held { Saved::Stored } else { Saved::LeaseLost }))
+            let stored = new_events.into_iter().map(|(_, i)| i).collect();
+            Ok((stored, if held { Saved::Stored } else { Saved::LeaseLost }))
         })
         .map_err(backend)?;
         match held {

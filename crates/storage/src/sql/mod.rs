@@ -7,6 +7,26 @@ use domain::store::StoreResult;
 use crate::rows::backend;
 use crate::SqlStore;
 
+/// Whether connection `$connection`'s `links_version` is still `$version`, read in `$tx`. On
+/// PostgreSQL `FOR SHARE`, first thing in the transaction: a rule change waits until it commits,
+/// so the re-link that change starts sees what it stored. On SQLite call it after the writes,
+/// when the write lock is held and the read is the latest.
+macro_rules! links_unchanged {
+    ($postgres:expr, $tx:expr, $org:expr, $connection:expr, $version:expr) => {
+        sqlx::query_as::<_, (i64,)>(if $postgres {
+            "SELECT links_version FROM connections WHERE org_id = $1 AND id = $2 FOR SHARE"
+        } else {
+            "SELECT links_version FROM connections WHERE org_id = $1 AND id = $2"
+        })
+        .bind($org)
+        .bind($connection)
+        .fetch_optional(&mut *$tx)
+        .await?
+        .map(|(v,)| v)
+            == Some($version)
+    };
+}
+
 mod connections;
 mod events;
 mod imports;

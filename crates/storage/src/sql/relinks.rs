@@ -27,7 +27,8 @@ fn claim_sql(lock: &str) -> String {
 }
 
 const LINKABLE: &str =
-    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details
+    "SELECT id, kind, source, occurred_at, title, actor, read_only, resources, labels, links, details,
+         created_at, ingested_via
      FROM events WHERE org_id = $1 AND connection_id = $2 AND id > $3 ORDER BY id LIMIT $4";
 
 /// Applies only while this worker holds the lease and the rules have not changed again;

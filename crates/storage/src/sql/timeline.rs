@@ -10,7 +10,8 @@ use crate::rows::{backend, like_pattern, TimelineRow};
 use crate::SqlStore;
 
 const ITEM_COLUMNS: &str =
-    " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels, e.links, e.details";
+    " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels, e.links, e.details, \
+     e.created_at, e.ingested_via";
 
 /// The page's SQL after `prefix` (`SELECT`, or `EXPLAIN … SELECT` for the benchmark's plan).
 ///

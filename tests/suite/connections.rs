@@ -272,7 +272,7 @@ async fn registered_role_that_breaks_puts_connection_in_error(backend: Backend) 
 
     f.role(ROLE, Some(c["external_id"].as_str().unwrap()), true);
     let (status, fixed) = f.app.post(&validate, &f.token, json!({})).await;
-    assert_eq!((status, fixed["status"].as_str()), (200, Some("active")));
+    assert_eq!((status, fixed["status"].as_str()), (200, Some("active")), "{fixed}");
     assert_eq!(fixed["last_error"], Value::Null);
 }
 

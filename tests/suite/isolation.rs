@@ -209,6 +209,29 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     let (_, deliveries) = app.get(&format!("{source}/deliveries"), &a.admin_token).await;
     assert_eq!(deliveries["items"].as_array().unwrap().len(), 0, "nothing recorded on A's source");
 
+    // Channels: A's is invisible and untouchable to B; B's key opens only B's channel.
+    let (status, a_channel) = app
+        .post("/v1/channels", &a.admin_token, json!({"name": "A's IdP", "source": "okta", "environments": ["prod"]}))
+        .await;
+    assert_eq!(status, 201, "{a_channel}");
+    let channel = format!("/v1/channels/{}", a_channel["id"].as_str().unwrap());
+    assert_eq!(app.get(&channel, bt).await.0, 404);
+    walk("GET", "/v1/channels/{id}");
+    let change = json!({"name": "mine", "source": "x", "environments": ["prod"]});
+    assert_eq!(app.call("PATCH", &channel, Some(bt), Some(change)).await.0, 404);
+    walk("PATCH", "/v1/channels/{id}");
+    assert_eq!(app.call("DELETE", &channel, Some(bt), None).await.0, 404);
+    walk("DELETE", "/v1/channels/{id}");
+    let (status, p) =
+        app.post("/v1/channels", bt, json!({"name": "B's", "source": "x", "environments": ["prod"]})).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environments[0]")), "A's environment: {p}");
+    walk("POST", "/v1/channels");
+    let (_, list) = app.get("/v1/channels", bt).await;
+    assert!(ids(&list).is_empty(), "{list}");
+    walk("GET", "/v1/channels");
+    let (_, a_channel_now) = app.get(&channel, &a.admin_token).await;
+    assert_eq!(a_channel_now["name"], "A's IdP");
+
     // Lists show only B's own.
     let (_, list) = app.get("/v1/environments", bt).await;
     assert!(ids(&list).is_empty(), "{list}");

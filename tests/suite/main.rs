@@ -38,6 +38,7 @@ macro_rules! app_or_skip {
 }
 
 mod bad_input;
+mod channels;
 mod conformance;
 mod conformance_work;
 mod connections;

@@ -131,11 +131,13 @@ fn every_operation_documents_its_errors() {
             if operation.get("security").is_some() {
                 assert!(has("401") && has("403"), "{name}");
             }
-            if operation.get("requestBody").is_some() {
+            // PutAuditEvents answers AWS's errors (400 ValidationException for what would be a
+            // 422 elsewhere, and no 415: AWS reads the body whatever its content type).
+            if operation.get("requestBody").is_some() && operation["operationId"] != "put_audit_events" {
                 assert!(has("400") && has("413") && has("415") && has("422"), "{name}");
             }
             let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
-            if parameters.iter().any(|p| p["in"] == "query") {
+            if parameters.iter().any(|p| p["in"] == "query") && operation["operationId"] != "put_audit_events" {
                 assert!(has("422"), "{name}");
             }
             if parameters.iter().any(|p| p["in"] == "path") {

@@ -75,6 +75,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::sources::router())
         .merge(routes::hooks::router())
         .merge(routes::push::router())
+        .merge(routes::channels::router())
+        .merge(routes::audit_events::router())
         .split_for_parts();
     utoipa::Modify::modify(&openapi::SecurityAndErrors, &mut document);
     (router, document)

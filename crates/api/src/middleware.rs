@@ -27,7 +27,9 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    // An AWS-compatible operation's errors are AWS's shape (`x-amzn-ErrorType`), which SDKs read.
+    let is_aws_error = response.headers().contains_key(crate::routes::audit_events::AWS_ERROR_TYPE);
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_aws_error {
         return response;
     }
     let (code, detail) = match status {

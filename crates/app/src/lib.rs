@@ -8,6 +8,7 @@ use std::time::Duration;
 use domain::{FieldError, Invalid, Store, StoreError};
 use tokio::sync::broadcast;
 
+mod channels;
 mod connections;
 mod environments;
 mod posting;
@@ -16,6 +17,7 @@ mod sources;
 mod timeline;
 mod tokens;
 
+pub use channels::{AuditEventsAnswer, AuditEventsCall, CallRefused, ChannelInput};
 pub use connections::RegionImport;
 pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};

@@ -1,6 +1,9 @@
 //! changetrail's access to AWS, only through the SDK's clients configured by `aws-config`: the
 //! standard credential chain, `AWS_REGION`, `AWS_ENDPOINT_URL` (per service too), retries and
-//! timeouts. Nothing here knows whether it talks to AWS or to a stand-in.
+//! timeouts. Nothing here knows whether it talks to AWS or to a stand-in. `sigv4` verifies the
+//! signatures AWS SDKs put on requests made to changetrail.
+
+pub mod sigv4;
 
 use std::time::{Duration, SystemTime};
 
@@ -277,10 +280,14 @@ impl Aws {
 
         // LookupEvents allows 2 calls per second per account and region, which an import may be
         // using right now: this one call rides out throttling rather than fail the validation.
+        // Its retries draw on a quota of their own: the SDK's retry quota is process-wide per
+        // partition, and the importer's throttled calls would otherwise use it up, leaving a
+        // validation that meets throttling with no retry at all (a 502 for the admin).
         let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
             .credentials_provider(credentials.credentials.clone())
             .region(Region::new(lookup_region.to_owned()))
             .retry_config(RetryConfig::standard().with_max_attempts(6).with_initial_backoff(Duration::from_millis(400)))
+            .retry_partition(aws_sdk_cloudtrail::config::retry::RetryPartition::new("changetrail-role-validation"))
             .build();
         let lookup = aws_sdk_cloudtrail::Client::from_conf(config).lookup_events().max_results(1).send().await;
         if let Err(e) = lookup {

@@ -47,6 +47,8 @@ pub enum IngestPath {
     Api,
     /// A provider's webhook (GitHub, PagerDuty).
     Webhook,
+    /// `PutAuditEvents` into a CloudTrail Lake-compatible channel.
+    Channel,
 }
 
 impl IngestPath {
@@ -56,6 +58,7 @@ impl IngestPath {
             IngestPath::Push => "push",
             IngestPath::Api => "api",
             IngestPath::Webhook => "webhook",
+            IngestPath::Channel => "channel",
         }
     }
 
@@ -65,6 +68,7 @@ impl IngestPath {
             "poll" => IngestPath::Poll,
             "push" => IngestPath::Push,
             "webhook" => IngestPath::Webhook,
+            "channel" => IngestPath::Channel,
             _ => IngestPath::Api,
         }
     }

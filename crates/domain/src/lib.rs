@@ -2,6 +2,7 @@
 //! trait the backends implement. Nothing here knows HTTP or SQL.
 
 pub mod aws;
+pub mod channel;
 pub mod cloudtrail;
 pub mod connection;
 pub mod environment;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::aws::ExternalId;
+use crate::channel::{Channel, ChannelOutcome, ChannelSettings};
 use crate::connection::{Connection, ConnectionProblem, ConnectionSettings, RegisteredRole};
 use crate::environment::{Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment};
 use crate::event::{Details, NewEvent, StoredEvent};
@@ -207,6 +208,9 @@ pub trait Events: Send + Sync {
         connection_id: Uuid,
         since: OffsetDateTime,
     ) -> StoreResult<(u64, Option<OffsetDateTime>)>;
+    /// Stores items that are new, in one transaction, and leaves those whose (source,
+    /// source_key) is stored as they are: each answer is the item's id and whether it is new.
+    async fn insert_events(&self, org_id: Uuid, events: &[NewEvent]) -> StoreResult<Vec<(Uuid, bool)>>;
     /// One item with its original record.
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>>;
     /// The details of the item a source knows by this key, if one is stored.
@@ -271,9 +275,38 @@ pub trait Sources: Send + Sync {
     async fn list_deliveries(&self, org_id: Uuid, source_id: Uuid, limit: u32) -> StoreResult<Vec<Delivery>>;
 }
 
+/// CloudTrail Lake-compatible channels and the counts of their events' outcomes.
+#[async_trait]
+pub trait Channels: Send + Sync {
+    async fn create_channel(
+        &self,
+        org_id: Uuid,
+        settings: &ChannelSettings,
+        access_key_id: &str,
+        sealed_secret: &str,
+    ) -> StoreResult<Channel>;
+    async fn list_channels(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Channel>>;
+    async fn get_channel(&self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Channel>>;
+    async fn update_channel(&self, org_id: Uuid, id: Uuid, settings: &ChannelSettings) -> StoreResult<Option<Channel>>;
+    async fn delete_channel(&self, org_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// The channel whose access key this is, across organisations: how a signed request finds
+    /// its channel and secret.
+    async fn channel_for_key(&self, access_key_id: &str) -> StoreResult<Option<Channel>>;
+    /// Adds `counts` (outcome, events) to the channel's tallies, as of `at`.
+    async fn count_channel_outcomes(
+        &self,
+        channel_id: Uuid,
+        counts: &[(String, u64)],
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    async fn channel_outcomes(&self, org_id: Uuid, id: Uuid) -> StoreResult<Vec<ChannelOutcome>>;
+}
+
 /// The whole store, as the application holds it.
 #[async_trait]
-pub trait Store: Tenants + Connections + ImportQueue + Events + Relinks + Sources + Send + Sync + 'static {
+pub trait Store:
+    Tenants + Connections + ImportQueue + Events + Relinks + Sources + Channels + Send + Sync + 'static
+{
     /// Readiness: the database answers and the migrations are applied.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -1,8 +1,10 @@
 //! One module per resource, each exporting its router with its OpenAPI paths.
 
 pub mod alerts;
+pub mod audit_events;
 pub mod batch;
 pub mod changes;
+pub mod channels;
 pub mod connections;
 pub mod deploys;
 pub mod environments;

@@ -100,7 +100,8 @@ pub struct TimelineItemView {
     /// When changetrail stored it; `ingested_at - occurred_at` is how late it arrived.
     #[serde(with = "time::serde::rfc3339")]
     pub ingested_at: OffsetDateTime,
-    /// How it arrived: `poll` (LookupEvents), `push` (EventBridge), `api` or `webhook`.
+    /// How it arrived: `poll` (LookupEvents), `push` (EventBridge), `api`, `webhook` or `channel`
+    /// (PutAuditEvents).
     #[schema(example = "push")]
     pub ingested_via: &'static str,
 }

@@ -104,7 +104,7 @@ fn record_time(record: &Value) -> Option<OffsetDateTime> {
 
 /// Resources named in `requestParameters` when the event lists none: the values of keys that
 /// name things (`groupId`, `bucketName`, `roleArn`, …).
-fn resources_from_request(record: &Value) -> Vec<Resource> {
+pub(crate) fn resources_from_request(record: &Value) -> Vec<Resource> {
     let Some(params) = record.get("requestParameters").and_then(Value::as_object) else { return Vec::new() };
     params
         .iter()

@@ -148,6 +148,50 @@ impl Events for SqlStore {
         stored
     }
 
+    async fn insert_events(&self, org_id: Uuid, events: &[NewEvent]) -> StoreResult<Vec<(Uuid, bool)>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = to_micros(now());
+        let answers = on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_EVENTS);
+            insert.push_values(events, |row, e| push_event(row, Uuid::now_v7(), org_id, e, at));
+            insert.push(" ON CONFLICT (org_id, source, source_key) DO NOTHING RETURNING id, source, source_key");
+            let inserted: Vec<(Uuid, String, String)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            let mut answers = Vec::with_capacity(events.len());
+            let mut links = Vec::new();
+            for e in events {
+                let new = inserted.iter().find(|(_, source, key)| source == &e.source && key == &e.source_key);
+                let answer = match new {
+                    // The first of two events with one key in the same batch is the one stored.
+                    Some((id, _, _)) if !answers.iter().any(|(known, _): &(Uuid, bool)| known == id) => {
+                        links.extend(links_of(*id, e));
+                        (*id, true)
+                    }
+                    _ => {
+                        let (id,): (Uuid,) = sqlx::query_as(
+                            "SELECT id FROM events WHERE org_id = $1 AND source = $2 AND source_key = $3",
+                        )
+                        .bind(org_id)
+                        .bind(&e.source)
+                        .bind(&e.source_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        (id, false)
+                    }
+                };
+                answers.push(answer);
+            }
+            if !links.is_empty() {
+                insert_links::<Db>(&links).build().execute(&mut *tx).await?;
+            }
+            tx.commit().await.map(|()| answers)
+        })
+        .map_err(backend)?;
+        Ok(answers)
+    }
+
     async fn pushed_since(
         &self,
         org_id: Uuid,

@@ -27,6 +27,7 @@ macro_rules! links_unchanged {
     };
 }
 
+mod channels;
 mod connections;
 mod events;
 mod imports;
@@ -49,6 +50,18 @@ async fn commit_if_held<DB: sqlx::Database>(tx: sqlx::Transaction<'_, DB>, held:
         tx.commit().await?;
     }
     Ok(held)
+}
+
+impl SqlStore {
+    /// Deletes one of an organisation's rows of `table` by id; false when it has no such row.
+    async fn delete_org_row(&self, table: &'static str, org_id: uuid::Uuid, id: uuid::Uuid) -> StoreResult<bool> {
+        let sql = format!("DELETE FROM {table} WHERE org_id = $1 AND id = $2");
+        let deleted = on_pool!(self, |pool: Db| {
+            sqlx::query(&sql).bind(org_id).bind(id).execute(pool).await.map(|done| done.rows_affected())
+        })
+        .map_err(backend)?;
+        Ok(deleted > 0)
+    }
 }
 
 #[async_trait]

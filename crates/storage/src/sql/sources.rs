@@ -141,16 +141,7 @@ impl Sources for SqlStore {
     }
 
     async fn delete_source(&self, org_id: Uuid, id: Uuid) -> StoreResult<bool> {
-        let deleted = on_pool!(self, |pool: Db| {
-            sqlx::query("DELETE FROM sources WHERE org_id = $1 AND id = $2")
-                .bind(org_id)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(backend)?;
-        Ok(deleted > 0)
+        self.delete_org_row("sources", org_id, id).await
     }
 
     async fn record_delivery(&self, d: &Delivery) -> StoreResult<()> {

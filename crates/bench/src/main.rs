@@ -6,6 +6,7 @@
 //!   cargo run --release -p changetrail-bench -- throughput [EVENTS]     (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- timeline [EVENTS]       (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- push [SECONDS]          (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
+//!   cargo run --release -p changetrail-bench -- channels [SECONDS]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use domain::{ExternalId, RegisteredRole, Store};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod channels;
 mod importer;
 mod push;
 mod timeline;
@@ -150,8 +152,9 @@ async fn main() -> anyhow::Result<()> {
         Some("throughput") => importer::throughput(args.get(1).map_or(Ok(20_000), |s| s.parse())?).await,
         Some("timeline") => timeline::timeline(args.get(1).map_or(Ok(10_000_000), |s| s.parse())?).await,
         Some("push") => push::push(args.get(1).map_or(Ok(20), |s| s.parse())?).await,
+        Some("channels") => channels::channels(args.get(1).map_or(Ok(20), |s| s.parse())?).await,
         _ => anyhow::bail!(
-            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS]"
+            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS]"
         ),
     }
 }

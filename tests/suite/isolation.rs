@@ -232,6 +232,44 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     let (_, a_channel_now) = app.get(&channel, &a.admin_token).await;
     assert_eq!(a_channel_now["name"], "A's IdP");
 
+    // Rules: A's is invisible and untouchable to B, and B's rules never see A's items.
+    let (status, a_rule) = app
+        .post(
+            "/v1/rules",
+            &a.admin_token,
+            json!({"name": "A's", "environments": ["prod"], "match": {"preset": "cis-aws-5"},
+                   "action": {"pagerduty_alert": {"routing_key": "AROUTINGKEY", "severity": "critical"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a_rule}");
+    assert!(!a_rule.to_string().contains("AROUTINGKEY"), "the routing key is never shown: {a_rule}");
+    let rule = format!("/v1/rules/{}", a_rule["id"].as_str().unwrap());
+    assert_eq!(app.get(&rule, bt).await.0, 404);
+    walk("GET", "/v1/rules/{id}");
+    let patch = json!({"enabled": false});
+    assert_eq!(app.call("PATCH", &rule, Some(bt), Some(patch)).await.0, 404);
+    walk("PATCH", "/v1/rules/{id}");
+    assert_eq!(app.get(&format!("{rule}/deliveries"), bt).await.0, 404);
+    walk("GET", "/v1/rules/{id}/deliveries");
+    assert_eq!(app.call("DELETE", &rule, Some(bt), None).await.0, 404);
+    walk("DELETE", "/v1/rules/{id}");
+    let b_rule = json!({"name": "B's", "environments": ["prod"], "match": {"event_names": ["*"]},
+                        "action": {"pagerduty_change": {"routing_key": "BKEY"}}});
+    let (status, p) = app.post("/v1/rules", bt, b_rule).await;
+    assert_eq!(status, 422, "{p}");
+    let b_rule = json!({"name": "B's", "environments": ["prod"], "match": {"event_names": ["Stop*"]},
+                        "action": {"pagerduty_change": {"routing_key": "BKEY"}}});
+    let (status, p) = app.post("/v1/rules", bt, b_rule).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environments")), "A's environment: {p}");
+    walk("POST", "/v1/rules");
+    let (_, list) = app.get("/v1/rules", bt).await;
+    assert!(ids(&list).is_empty(), "{list}");
+    walk("GET", "/v1/rules");
+    assert_eq!(app.get("/v1/rules/presets", bt).await.0, 200, "presets are everyone's");
+    walk("GET", "/v1/rules/presets");
+    let (_, a_rule_now) = app.get(&rule, &a.admin_token).await;
+    assert_eq!(a_rule_now["enabled"], true, "B's PATCH did not touch A's rule");
+
     // Lists show only B's own.
     let (_, list) = app.get("/v1/environments", bt).await;
     assert!(ids(&list).is_empty(), "{list}");

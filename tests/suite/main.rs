@@ -49,6 +49,7 @@ mod isolation;
 mod moto;
 mod project_files;
 mod push;
+mod rules;
 mod setup_tools;
 mod snapshots;
 mod sources;

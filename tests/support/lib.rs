@@ -72,7 +72,11 @@ async fn fresh_pg_schema(base: &str) -> String {
 
 /// What the webhooks need: a fresh sealing key, and the URL providers reach the server at.
 pub fn webhooks(public_url: &str) -> app::WebhookSettings {
-    app::WebhookSettings { secret_key: domain::secret_box::SecretKey::generate(), public_url: public_url.into() }
+    app::WebhookSettings {
+        secret_key: domain::secret_box::SecretKey::generate(),
+        public_url: public_url.into(),
+        allow_private_targets: false,
+    }
 }
 
 /// `X-Hub-Signature-256` as GitHub computes it.
@@ -143,6 +147,8 @@ pub struct TestApp {
     pub base_url: String,
     pub db: TestDb,
     pub client: reqwest::Client,
+    /// The key the app seals secrets with, for a worker of the same deployment.
+    pub secret_key: domain::secret_box::SecretKey,
 }
 
 impl TestApp {
@@ -156,14 +162,30 @@ impl TestApp {
         settings: api::HttpSettings,
         aws: Arc<api::AwsAccess>,
     ) -> Option<TestApp> {
+        Self::spawn_full(backend, settings, aws, false).await
+    }
+
+    /// An app whose rules may send webhooks to private addresses (the tests' own receivers).
+    pub async fn spawn_allowing_private_targets(backend: Backend) -> Option<TestApp> {
+        let aws = aws_access("http://127.0.0.1:9", None).await;
+        Self::spawn_full(backend, api::HttpSettings::default(), aws, true).await
+    }
+
+    async fn spawn_full(
+        backend: Backend,
+        settings: api::HttpSettings,
+        aws: Arc<api::AwsAccess>,
+        allow_private_targets: bool,
+    ) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let state =
-            api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60), webhooks(&base_url));
+        let webhooks = app::WebhookSettings { allow_private_targets, ..webhooks(&base_url) };
+        let secret_key = webhooks.secret_key.clone();
+        let state = api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60), webhooks);
         let app = api::router(state, &settings);
         tokio::spawn(async move { api::serve(listener, app, &settings, std::future::pending()).await });
-        Some(TestApp { base_url, db, client: reqwest::Client::new() })
+        Some(TestApp { base_url, db, client: reqwest::Client::new(), secret_key })
     }
 
     pub fn url(&self, path: &str) -> String {

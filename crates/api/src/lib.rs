@@ -76,6 +76,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::hooks::router())
         .merge(routes::push::router())
         .merge(routes::channels::router())
+        .merge(routes::rules::router())
         .merge(routes::audit_events::router())
         .split_for_parts();
     utoipa::Modify::modify(&openapi::SecurityAndErrors, &mut document);

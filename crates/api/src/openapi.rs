@@ -23,6 +23,7 @@ use crate::error::{Problem, PROBLEM_CONTENT_TYPE};
         (name = "timeline", description = "What changed, per environment"),
         (name = "changes", description = "Deploys, alerts and other changes posted by integrators; suspects of an alert"),
         (name = "sources", description = "GitHub and PagerDuty webhooks that feed the timeline by themselves"),
+        (name = "rules", description = "Rules that page: matching changes delivered to PagerDuty or a signed webhook"),
     ),
     components(schemas(Problem))
 )]

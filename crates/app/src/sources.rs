@@ -16,6 +16,9 @@ pub struct WebhookSettings {
     pub secret_key: SecretKey,
     /// Where providers reach this server (`CHANGETRAIL_PUBLIC_URL`), for `ingest_url`.
     pub public_url: String,
+    /// `CHANGETRAIL_ALLOW_PRIVATE_TARGETS`: rules' webhooks may go to private addresses and
+    /// plain http (a private network, or tests).
+    pub allow_private_targets: bool,
 }
 
 /// A source to create, as an admin gives it.

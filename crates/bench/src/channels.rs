@@ -43,8 +43,11 @@ pub(crate) async fn channels(seconds: u64) -> anyhow::Result<()> {
             Arc::new(api::AwsAccess::new(crate::aws_for("http://127.0.0.1:9").await, Some(PRINCIPAL.into()), None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        let webhooks =
-            app::WebhookSettings { secret_key: domain::secret_box::SecretKey::generate(), public_url: base.clone() };
+        let webhooks = app::WebhookSettings {
+            secret_key: domain::secret_box::SecretKey::generate(),
+            public_url: base.clone(),
+            allow_private_targets: false,
+        };
         let state = api::AppState::new(store.clone(), access, Duration::from_secs(1200), webhooks);
         let environments = ["identity".to_owned()];
         let input = app::ChannelInput { name: "bench", source: "okta", environments: &environments, external_id: None };

@@ -7,6 +7,7 @@
 //!   cargo run --release -p changetrail-bench -- timeline [EVENTS]       (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- push [SECONDS]          (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- channels [SECONDS]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
+//!   cargo run --release -p changetrail-bench -- rules [DELIVERIES]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 
 use std::time::Instant;
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 mod channels;
 mod importer;
 mod push;
+mod rules;
 mod timeline;
 
 pub(crate) const KEY: &str = "AKIABENCHSERVICE0001";
@@ -153,8 +155,9 @@ async fn main() -> anyhow::Result<()> {
         Some("timeline") => timeline::timeline(args.get(1).map_or(Ok(10_000_000), |s| s.parse())?).await,
         Some("push") => push::push(args.get(1).map_or(Ok(20), |s| s.parse())?).await,
         Some("channels") => channels::channels(args.get(1).map_or(Ok(20), |s| s.parse())?).await,
+        Some("rules") => rules::rules(args.get(1).map_or(Ok(5000), |s| s.parse())?).await,
         _ => anyhow::bail!(
-            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS]"
+            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS] | rules [DELIVERIES]"
         ),
     }
 }

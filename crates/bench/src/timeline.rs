@@ -153,6 +153,7 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     let webhooks = app::WebhookSettings {
         secret_key: domain::secret_box::SecretKey::generate(),
         public_url: "http://127.0.0.1".into(),
+        allow_private_targets: false,
     };
     let state = api::AppState::new(store.clone(), access, Duration::from_secs(1200), webhooks);
     let app = api::router(state, &api::HttpSettings::default());

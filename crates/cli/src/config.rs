@@ -49,6 +49,16 @@ pub const VARIABLES: &[Variable] = &[
         default: "generated into CHANGETRAIL_DATA_DIR/secret.key",
         meaning: "base64 of 32 bytes: seals the webhook secrets stored in the database (keep it with your backups)",
     },
+    Variable {
+        name: "CHANGETRAIL_PAGERDUTY_URL",
+        default: "https://events.pagerduty.com",
+        meaning: "PagerDuty's Events API v2, where rules' `pagerduty_alert` and `pagerduty_change` actions go",
+    },
+    Variable {
+        name: "CHANGETRAIL_ALLOW_PRIVATE_TARGETS",
+        default: "false",
+        meaning: "`true` lets rules' webhooks reach private, loopback and link-local addresses and plain http (a private network; tests)",
+    },
     Variable { name: "CHANGETRAIL_IMPORT_INTERVAL", default: "5m", meaning: "how often each region is brought up to date" },
     Variable { name: "CHANGETRAIL_IMPORT_OVERLAP", default: "20m", meaning: "how far behind its checkpoint each run re-scans (LookupEvents delivers late)" },
     Variable { name: "CHANGETRAIL_IMPORT_LEASE", default: "60s", meaning: "how long a dead worker's regions stay claimed before another worker takes them" },
@@ -109,6 +119,8 @@ pub struct Config {
     /// `CHANGETRAIL_SECRET_KEY`, read; `None` means the key file in the data directory.
     pub secret_key: Option<domain::secret_box::SecretKey>,
     pub import: worker::ImportSettings,
+    pub pagerduty_url: String,
+    pub allow_private_targets: bool,
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
@@ -158,6 +170,19 @@ impl Config {
                 ));
                 None
             });
+        let pagerduty_url = parse("CHANGETRAIL_PAGERDUTY_URL", "https://events.pagerduty.com");
+        if !(pagerduty_url.starts_with("https://") || pagerduty_url.starts_with("http://")) {
+            errors.push(format!("CHANGETRAIL_PAGERDUTY_URL: {pagerduty_url:?} is not an http(s):// URL"));
+        }
+        let allow_private_text = parse("CHANGETRAIL_ALLOW_PRIVATE_TARGETS", "false");
+        let allow_private_targets = match allow_private_text.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                errors.push(format!("CHANGETRAIL_ALLOW_PRIVATE_TARGETS: {other:?} is neither true nor false"));
+                false
+            }
+        };
         let interval_text = parse("CHANGETRAIL_IMPORT_INTERVAL", "5m");
         let overlap_text = parse("CHANGETRAIL_IMPORT_OVERLAP", "20m");
         let concurrency_text = parse("CHANGETRAIL_WORKER_CONCURRENCY", "16");
@@ -259,6 +284,8 @@ impl Config {
             public_url: if public_url_text.is_empty() { format!("http://{listen}") } else { public_url_text },
             secret_key,
             import,
+            pagerduty_url,
+            allow_private_targets,
             cors_origins,
             body_limit_bytes,
             request_timeout,
@@ -300,7 +327,22 @@ impl Config {
     }
 
     pub fn webhooks(&self) -> anyhow::Result<app::WebhookSettings> {
-        Ok(app::WebhookSettings { secret_key: self.secret_key()?, public_url: self.public_url.clone() })
+        Ok(app::WebhookSettings {
+            secret_key: self.secret_key()?,
+            public_url: self.public_url.clone(),
+            allow_private_targets: self.allow_private_targets,
+        })
+    }
+
+    /// How the outbox of rules' matches is delivered.
+    pub fn deliveries(&self) -> anyhow::Result<worker::DeliverySettings> {
+        let mut settings = worker::DeliverySettings::new(self.secret_key()?);
+        settings.pagerduty_url = self.pagerduty_url.clone();
+        settings.allow_private_targets = self.allow_private_targets;
+        // A lease outlives the longest attempt, so a live worker never loses a delivery it is
+        // sending (which another would then send again).
+        settings.lease = self.import.lease.max(settings.timeout * 2);
+        Ok(settings)
     }
 
     pub fn http(&self) -> api::HttpSettings {

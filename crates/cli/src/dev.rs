@@ -87,6 +87,8 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
     let worker = tokio::spawn(importer.run(shutdown.clone()));
     // The demo keeps everything in its own directory: the key that seals webhook secrets too.
     let api_config = crate::config::Config { data_dir: dir.clone(), ..config.clone() };
+    let deliverer = worker::Deliverer::new(store.clone(), api_config.deliveries()?).map_err(anyhow::Error::msg)?;
+    tokio::spawn(deliverer.run(shutdown.clone()));
     let api_store = store.clone();
     let api_shutdown = shutdown.clone();
     let api =

@@ -118,20 +118,29 @@ async fn main() -> anyhow::Result<()> {
             announce_bootstrap(bootstrap(store.as_ref(), config.bootstrap_token.as_deref()).await?, &config);
             let aws = aws_access(&config).await;
             let shutdown = shutdown_token();
-            let worker = matches!(cli.command, Command::Serve).then(|| {
+            let worker = if matches!(cli.command, Command::Serve) {
                 let importer = worker::Importer::new(store.clone(), aws.aws.clone(), config.import.clone());
-                tokio::spawn(importer.run(shutdown.clone()))
-            });
+                let deliverer =
+                    worker::Deliverer::new(store.clone(), config.deliveries()?).map_err(anyhow::Error::msg)?;
+                Some((tokio::spawn(importer.run(shutdown.clone())), tokio::spawn(deliverer.run(shutdown.clone()))))
+            } else {
+                None
+            };
             serve_api(&config, store, aws, shutdown.clone().cancelled_owned()).await?;
             shutdown.cancel();
-            if let Some(worker) = worker {
-                worker.await.context("the worker failed")?;
+            if let Some((importer, deliverer)) = worker {
+                importer.await.context("the importer failed")?;
+                deliverer.await.context("the outbox delivery failed")?;
             }
             Ok(())
         }
         Command::Worker => {
             let aws = changetrail::aws_from_env().await;
-            worker::Importer::new(store, aws, config.import.clone()).run(shutdown_token()).await;
+            let shutdown = shutdown_token();
+            let deliverer = worker::Deliverer::new(store.clone(), config.deliveries()?).map_err(anyhow::Error::msg)?;
+            let deliveries = tokio::spawn(deliverer.run(shutdown.clone()));
+            worker::Importer::new(store, aws, config.import.clone()).run(shutdown).await;
+            deliveries.await.context("the outbox delivery failed")?;
             Ok(())
         }
         Command::Org { command: OrgCommand::Create { name } } => {

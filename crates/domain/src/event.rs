@@ -49,6 +49,8 @@ pub enum IngestPath {
     Webhook,
     /// `PutAuditEvents` into a CloudTrail Lake-compatible channel.
     Channel,
+    /// Made by a rule that matched another item (its `alert` item).
+    Rule,
 }
 
 impl IngestPath {
@@ -59,6 +61,7 @@ impl IngestPath {
             IngestPath::Api => "api",
             IngestPath::Webhook => "webhook",
             IngestPath::Channel => "channel",
+            IngestPath::Rule => "rule",
         }
     }
 
@@ -69,6 +72,7 @@ impl IngestPath {
             "push" => IngestPath::Push,
             "webhook" => IngestPath::Webhook,
             "channel" => IngestPath::Channel,
+            "rule" => IngestPath::Rule,
             _ => IngestPath::Api,
         }
     }

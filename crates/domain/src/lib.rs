@@ -12,6 +12,7 @@ pub mod linking;
 pub mod organization;
 pub mod page;
 pub mod posted;
+pub mod rule;
 pub mod secret_box;
 pub mod source;
 pub mod store;

@@ -17,6 +17,8 @@ use crate::event::{Details, NewEvent, StoredEvent};
 use crate::import::{ImportJob, JobPlan, Lease, LinkableEvent, PageProgress, RelinkJob, RunOutcome};
 use crate::organization::Organization;
 use crate::page::{Page, PageRequest};
+use crate::rule::delivery::{DeliveryAttempt, DeliveryStatus, DueDelivery, RuleDelivery};
+use crate::rule::{Rule, RuleSettings};
 use crate::source::{Delivery, Source, SourceKind, SourceSettings};
 use crate::timeline::{TimelineItem, TimelineQuery};
 use crate::token::{ApiToken, Scopes, TokenHash};
@@ -302,10 +304,55 @@ pub trait Channels: Send + Sync {
     async fn channel_outcomes(&self, org_id: Uuid, id: Uuid) -> StoreResult<Vec<ChannelOutcome>>;
 }
 
+/// Rules and their outbox. The outbox is written by the `Events` and `ImportQueue` methods that
+/// store new items: each newly stored item is matched against the organisation's enabled rules
+/// in its own transaction, and every match adds a delivery and an `alert` item there.
+#[async_trait]
+pub trait Rules: Send + Sync {
+    async fn create_rule(&self, org_id: Uuid, settings: &RuleSettings, sealed_secret: &str) -> StoreResult<Rule>;
+    async fn list_rules(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Rule>>;
+    async fn get_rule(&self, org_id: Uuid, id: Uuid) -> StoreResult<Option<Rule>>;
+    /// New settings, and a new sealed secret when given.
+    async fn update_rule(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        settings: &RuleSettings,
+        sealed_secret: Option<&str>,
+    ) -> StoreResult<Option<Rule>>;
+    /// Deletes the rule and its deliveries (pending ones are never sent).
+    async fn delete_rule(&self, org_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// A rule with its sealed secret, for a delivery.
+    async fn rule_with_secret(&self, org_id: Uuid, id: Uuid) -> StoreResult<Option<(Rule, String)>>;
+    /// Leases up to `limit` pending deliveries that are due, across organisations.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// Records an attempt (or, with none, a delivery not sent) and the delivery's new status,
+    /// due again at `next_attempt_at` when pending, and frees the lease. `LeaseLost`, with
+    /// nothing recorded, when `owner` no longer holds it.
+    async fn finish_delivery_attempt(
+        &self,
+        owner: &str,
+        delivery: &DueDelivery,
+        attempt: Option<&DeliveryAttempt>,
+        status: DeliveryStatus,
+        next_attempt_at: Option<OffsetDateTime>,
+    ) -> StoreResult<()>;
+    /// The newest `limit` deliveries of one of the organisation's rules, with their attempts.
+    async fn list_rule_deliveries(&self, org_id: Uuid, rule_id: Uuid, limit: u32) -> StoreResult<Vec<RuleDelivery>>;
+    /// Frees every delivery lease of a worker that is stopping.
+    async fn release_delivery_leases(&self, owner: &str) -> StoreResult<()>;
+}
+
 /// The whole store, as the application holds it.
 #[async_trait]
 pub trait Store:
-    Tenants + Connections + ImportQueue + Events + Relinks + Sources + Channels + Send + Sync + 'static
+    Tenants + Connections + ImportQueue + Events + Relinks + Sources + Channels + Rules + Send + Sync + 'static
 {
     /// Readiness: the database answers and the migrations are applied.
     async fn ping(&self) -> StoreResult<()>;

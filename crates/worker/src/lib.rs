@@ -20,11 +20,13 @@ use rand::Rng;
 use uuid::Uuid;
 
 mod credentials;
+mod deliver;
 mod import;
 mod relink;
 mod runner;
 
 use credentials::CredentialCache;
+pub use deliver::{Deliverer, DeliverySettings};
 
 /// How the importer paces and schedules itself.
 #[derive(Debug, Clone)]

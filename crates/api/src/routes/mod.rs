@@ -12,6 +12,7 @@ pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod push;
+pub mod rules;
 pub mod sources;
 pub mod timeline;
 pub mod tokens;

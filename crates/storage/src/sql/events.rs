@@ -109,6 +109,9 @@ impl Events for SqlStore {
             if !links.is_empty() {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
+            if id == new_id {
+                record_rule_matches!(tx, org_id, &[(id, e)]);
+            }
             tx.commit().await.map(|()| id)
         })
         .map_err(backend)?;
@@ -138,6 +141,7 @@ impl Events for SqlStore {
                 if !links.is_empty() {
                     insert_links::<Db>(&links).build().execute(&mut *tx).await?;
                 }
+                record_rule_matches!(tx, org_id, &[(id, e)]);
             }
             if !postgres && !links_unchanged!(postgres, tx, org_id, connection_id, links_version) {
                 return Ok(Err(StoreError::LinksChanged));
@@ -161,12 +165,14 @@ impl Events for SqlStore {
             let inserted: Vec<(Uuid, String, String)> = insert.build_query_as().fetch_all(&mut *tx).await?;
             let mut answers = Vec::with_capacity(events.len());
             let mut links = Vec::new();
+            let mut stored = Vec::new();
             for e in events {
                 let new = inserted.iter().find(|(_, source, key)| source == &e.source && key == &e.source_key);
                 let answer = match new {
                     // The first of two events with one key in the same batch is the one stored.
                     Some((id, _, _)) if !answers.iter().any(|(known, _): &(Uuid, bool)| known == id) => {
                         links.extend(links_of(*id, e));
+                        stored.push((*id, e));
                         (*id, true)
                     }
                     _ => {
@@ -186,6 +192,7 @@ impl Events for SqlStore {
             if !links.is_empty() {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
+            record_rule_matches!(tx, org_id, &stored);
             tx.commit().await.map(|()| answers)
         })
         .map_err(backend)?;

@@ -179,6 +179,8 @@ impl ImportQueue for SqlStore {
             if !links.is_empty() {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
+            let stored: Vec<(Uuid, &NewEvent)> = new_events.iter().map(|(id, i)| (*id, &events[*i])).collect();
+            record_rule_matches!(tx, lease.org_id, &stored);
             let flagged = new_events.iter().filter(|(_, i)| events[*i].details.flagged()).count() as i64;
             let held = sqlx::query(SAVE_PROGRESS)
                 .bind(lease.connection_id)

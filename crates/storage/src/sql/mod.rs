@@ -27,12 +27,57 @@ macro_rules! links_unchanged {
     };
 }
 
+/// Matches items stored in `$tx` just now (`$stored`: `&[(id, &NewEvent)]`) against the
+/// organisation's enabled rules, read in the same transaction, and writes each match's `alert`
+/// item (with its links) and outbox row there too: a delivery exists exactly when its item does.
+macro_rules! record_rule_matches {
+    ($tx:expr, $org:expr, $stored:expr) => {{
+        let stored: &[(uuid::Uuid, &domain::event::NewEvent)] = $stored;
+        if stored.iter().any(|(_, e)| e.source != domain::rule::RULES_SOURCE) {
+            let rows: Vec<super::rules::RuleRow> =
+                sqlx::query_as(super::rules::ENABLED_RULES).bind($org).fetch_all(&mut *$tx).await?;
+            let rules: Vec<domain::rule::Rule> = rows.into_iter().filter_map(|r| r.into_rule()).collect();
+            let hits: Vec<(uuid::Uuid, domain::rule::RuleHit)> = if rules.is_empty() {
+                Vec::new()
+            } else {
+                stored
+                    .iter()
+                    .flat_map(|(id, e)| domain::rule::matches_of(&rules, *id, e).into_iter().map(|h| (*id, h)))
+                    .collect()
+            };
+            let at = domain::time_util::to_micros(domain::time_util::now());
+            for chunk in hits.chunks(super::rules::OUTBOX_CHUNK) {
+                let mut insert = sqlx::QueryBuilder::<Db>::new(super::events::INSERT_EVENTS);
+                insert.push_values(chunk, |row, (_, hit)| {
+                    super::events::push_event(row, uuid::Uuid::now_v7(), $org, &hit.alert, at)
+                });
+                insert.push(" ON CONFLICT (org_id, source, source_key) DO NOTHING RETURNING id, source_key");
+                let alerts: Vec<(uuid::Uuid, String)> = insert.build_query_as().fetch_all(&mut *$tx).await?;
+                let mut links = Vec::new();
+                let mut outbox = Vec::with_capacity(chunk.len());
+                for (item_id, hit) in chunk {
+                    let alert_id = alerts.iter().find(|(_, key)| key == &hit.alert.source_key).map(|(id, _)| *id);
+                    if let Some(alert_id) = alert_id {
+                        links.extend(super::events::links_of(alert_id, &hit.alert));
+                    }
+                    outbox.push((*item_id, hit.rule_id, alert_id));
+                }
+                if !links.is_empty() {
+                    super::links::insert_links::<Db>(&links).build().execute(&mut *$tx).await?;
+                }
+                super::rules::insert_outbox::<Db>($org, &outbox, at).build().execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+
 mod channels;
 mod connections;
 mod events;
 mod imports;
 mod links;
 mod relinks;
+mod rules;
 mod sources;
 mod tenants;
 pub mod timeline;

@@ -1,0 +1,44 @@
+-- Rules that page, and their outbox. A rule's settings (environment ids, match, action without
+-- its secret) are one JSON document; the routing key or webhook secret is sealed by the
+-- application (XChaCha20-Poly1305 under the server's secret key), never in the clear.
+CREATE TABLE rules (
+    id          UUID PRIMARY KEY NOT NULL,
+    org_id      UUID NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    enabled     BOOLEAN NOT NULL,
+    settings    JSONB NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE INDEX rules_by_org ON rules (org_id, id);
+
+-- The outbox: one row per (rule, matched item), written in the transaction that stored the item,
+-- so a delivery exists exactly when its item does. Workers lease due rows like import jobs.
+CREATE TABLE rule_deliveries (
+    id               UUID PRIMARY KEY NOT NULL,
+    org_id           UUID NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    rule_id          UUID NOT NULL REFERENCES rules (id) ON DELETE CASCADE,
+    event_id         UUID NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    alert_event_id   UUID,
+    status           TEXT NOT NULL DEFAULT 'pending',
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT,
+    lease_owner      TEXT,
+    lease_until      BIGINT,
+    created_at       BIGINT NOT NULL,
+    finished_at      BIGINT,
+    UNIQUE (rule_id, event_id)
+);
+CREATE INDEX rule_deliveries_due ON rule_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX rule_deliveries_by_rule ON rule_deliveries (rule_id, id);
+
+CREATE TABLE rule_delivery_attempts (
+    delivery_id  UUID NOT NULL REFERENCES rule_deliveries (id) ON DELETE CASCADE,
+    attempt      BIGINT NOT NULL,
+    at           BIGINT NOT NULL,
+    http_status  BIGINT,
+    error        TEXT,
+    duration_ms  BIGINT NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+);

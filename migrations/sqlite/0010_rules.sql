@@ -42,3 +42,7 @@ CREATE TABLE rule_delivery_attempts (
     duration_ms  INTEGER NOT NULL,
     PRIMARY KEY (delivery_id, attempt)
 );
+
+-- Moved in the transaction of every change to the organisation's rules: the write paths keep
+-- its parsed rules while this is unchanged (a count or a time could repeat; this cannot).
+ALTER TABLE organizations ADD COLUMN rules_version INTEGER NOT NULL DEFAULT 0;

@@ -19,15 +19,18 @@ use crate::{records, temp_sqlite};
 const PAGE: usize = 50;
 const CONCURRENCY: usize = 16;
 
+/// A mix of what people write: mostly a few event names, then name globs, a service with an
+/// identity type, error codes and actors.
 fn custom_rule(i: usize) -> RuleMatch {
     let mut m = RuleMatch::default();
-    match i % 4 {
-        0 => m.event_names = vec![format!("Delete{i}*"), format!("*Bench{i}")],
-        1 => {
-            m.event_sources = vec!["ec2.amazonaws.com".into()];
+    match i % 10 {
+        0..=3 => m.event_names = vec![format!("Delete{i}Thing"), format!("Modify{i}Setting")],
+        4 | 5 => m.event_names = vec![format!("Delete{i}*"), format!("*Bench{i}")],
+        6 | 7 => {
+            m.event_sources = vec![["ec2.amazonaws.com", "iam.amazonaws.com", "s3.amazonaws.com"][i % 3].into()];
             m.identity_types = vec!["Root".into()];
         }
-        2 => m.error_codes = vec![format!("Bench{i}*")],
+        8 => m.error_codes = vec![format!("Bench{i}*")],
         _ => m.actor_patterns = vec![format!("arn:aws:iam::*:user/bench-{i}-*")],
     }
     m
@@ -95,20 +98,26 @@ pub(crate) async fn rules(deliveries: usize) -> anyhow::Result<()> {
             updated_at: domain::time_util::now(),
         })
         .collect();
-    let reps = 20;
-    let started = Instant::now();
-    let mut hits = 0;
-    for _ in 0..reps {
-        for e in &events {
-            hits += domain::rule::matches_of(&as_rules, Uuid::nil(), e).len();
+    let time_matching = |rules: &[Rule]| {
+        let set = domain::rule::RuleSet::new(rules.to_vec());
+        let reps = 20;
+        let started = Instant::now();
+        let mut hits = 0;
+        for _ in 0..reps {
+            for e in &events {
+                hits += domain::rule::matches_of(&set, Uuid::nil(), e).len();
+            }
         }
-    }
-    let ns = started.elapsed().as_secs_f64() * 1e9 / (reps * events.len()) as f64;
+        (started.elapsed().as_secs_f64() * 1e9 / (reps * events.len()) as f64, hits / reps)
+    };
+    let (ns, hits) = time_matching(&as_rules);
+    let (presets_ns, _) = time_matching(&as_rules[..PRESETS.len()]);
+    let (custom_ns, _) = time_matching(&as_rules[PRESETS.len()..]);
     println!(
-        "rules: {} rules (15 presets, 100 custom) over {} real records: {ns:.0} ns per item to match, {} matches per pass",
+        "rules: {} rules (15 presets, 100 custom) over {} real records: {ns:.0} ns per item to match \
+         (the presets alone {presets_ns:.0} ns, the custom rules alone {custom_ns:.0} ns), {hits} matches per pass",
         as_rules.len(),
         events.len(),
-        hits / reps
     );
 
     let mut urls = vec![("SQLite", temp_sqlite()?)];

@@ -47,6 +47,8 @@ enum Pool {
 pub struct SqlStore {
     pool: Pool,
     statement_timeout: Duration,
+    /// Each organisation's enabled rules as last read, with the stamp they were read under.
+    enabled_rules: sql::RuleCache,
 }
 
 /// How the store treats its database.
@@ -180,7 +182,7 @@ pub async fn connect_sql_with(url: &str, settings: StoreSettings) -> anyhow::Res
             Pool::Postgres(pool)
         }
     };
-    Ok(SqlStore { pool, statement_timeout: settings.statement_timeout })
+    Ok(SqlStore { pool, statement_timeout: settings.statement_timeout, enabled_rules: Default::default() })
 }
 
 /// The default database: an SQLite file in the data directory, which is created if missing.

@@ -107,28 +107,37 @@ impl RuleMatch {
     }
 
     pub fn matches(&self, item: &NewEvent) -> bool {
-        let facts = Facts::of(item);
+        self.matches_facts(item, &Facts::of(item))
+    }
+
+    /// The cheap tests first (names, sources), the preset's record walk last.
+    fn matches_facts(&self, item: &NewEvent, facts: &Facts<'_>) -> bool {
         let any = |patterns: &[String], value: Option<&str>| {
             patterns.is_empty() || value.is_some_and(|v| patterns.iter().any(|p| glob_match(p, v)))
         };
-        if let Some(id) = &self.preset {
-            match (preset(id), facts.record) {
-                (Some(p), Some(record)) if p.matches(record) => {}
-                _ => return false,
-            }
-        }
         any(&self.event_names, facts.event_name)
             && any(&self.event_sources, facts.event_source)
             && any(&self.error_codes, facts.error_code)
             && any(&self.identity_types, facts.identity_type)
+            && self.read_only.is_none_or(|r| r == item.read_only)
             && (self.actor_patterns.is_empty()
                 || any(&self.actor_patterns, item.actor.as_deref())
                 || any(&self.actor_patterns, facts.arn))
-            && self.read_only.is_none_or(|r| r == item.read_only)
             && (!self.console_login_without_mfa
                 || (facts.event_name == Some("ConsoleLogin")
                     && facts.record.and_then(|r| presets::field(r, "additionalEventData.MFAUsed")).as_deref()
                         != Some("Yes")))
+            && self.preset.as_deref().is_none_or(|id| {
+                preset(id).zip(facts.record).is_some_and(|(p, record)| {
+                    // The fields most clauses test are read once per item, in `facts`.
+                    p.matches_with(|path| match path {
+                        "eventName" => facts.event_name.map(std::borrow::Cow::Borrowed),
+                        "eventSource" => facts.event_source.map(std::borrow::Cow::Borrowed),
+                        "errorCode" => facts.error_code.map(std::borrow::Cow::Borrowed),
+                        _ => presets::field(record, path),
+                    })
+                })
+            })
     }
 }
 
@@ -168,12 +177,15 @@ impl<'a> Facts<'a> {
 /// `*` matches any run of characters, anywhere in the pattern; everything else is literal and
 /// case-sensitive, as CloudTrail's names are.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
+    let Some(star) = pattern.find('*') else { return pattern == text };
+    let (first, rest_of_pattern) = (&pattern[..star], &pattern[star + 1..]);
     let Some(mut rest) = text.strip_prefix(first) else { return false };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
-    for part in middle {
+    // The part after the last `*` must end the text; the parts between match leftmost.
+    let (middle, last) = match rest_of_pattern.rfind('*') {
+        Some(at) => (&rest_of_pattern[..at], &rest_of_pattern[at + 1..]),
+        None => ("", rest_of_pattern),
+    };
+    for part in middle.split('*').filter(|p| !p.is_empty()) {
         match rest.find(part) {
             Some(at) => rest = &rest[at + part.len()..],
             None => return false,
@@ -244,20 +256,19 @@ impl Rule {
     /// The environments a match of `item` is put on, or `None` when the rule does not fire for
     /// it: not enabled, outside the rule's environments, or not matching.
     pub fn fires_for(&self, item: &NewEvent) -> Option<Vec<Uuid>> {
-        if !self.settings.enabled || item.source == RULES_SOURCE {
+        self.fires_for_facts(item, &Facts::of(item))
+    }
+
+    fn fires_for_facts(&self, item: &NewEvent, facts: &Facts<'_>) -> Option<Vec<Uuid>> {
+        let within = |e: &Uuid| self.settings.environment_ids.is_empty() || self.settings.environment_ids.contains(e);
+        if !self.settings.enabled
+            || item.source == RULES_SOURCE
+            || (!self.settings.environment_ids.is_empty() && !item.environment_ids.iter().any(within))
+            || !self.settings.matcher.matches_facts(item, facts)
+        {
             return None;
         }
-        let environments: Vec<Uuid> = if self.settings.environment_ids.is_empty() {
-            item.environment_ids.clone()
-        } else {
-            let within: Vec<Uuid> =
-                item.environment_ids.iter().copied().filter(|e| self.settings.environment_ids.contains(e)).collect();
-            if within.is_empty() {
-                return None;
-            }
-            within
-        };
-        self.settings.matcher.matches(item).then_some(environments)
+        Some(item.environment_ids.iter().copied().filter(within).collect())
     }
 }
 
@@ -268,12 +279,86 @@ pub struct RuleHit {
     pub alert: NewEvent,
 }
 
-/// Every enabled rule's match of one newly stored item (`item_id` is its stored id).
-pub fn matches_of(rules: &[Rule], item_id: Uuid, item: &NewEvent) -> Vec<RuleHit> {
-    rules
-        .iter()
-        .filter_map(|rule| {
-            let environments = rule.fires_for(item)?;
+/// An organisation's enabled rules, indexed by the event names (or else sources) they can match:
+/// a rule whose match allows only some literal `eventName`s (most presets do) is tried only on
+/// items of those names, so an item costs the rules that could match it, not all of them.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    by_event_name: std::collections::HashMap<String, Vec<usize>>,
+    by_event_source: std::collections::HashMap<String, Vec<usize>>,
+    /// Rules tried on every item.
+    everywhere: Vec<usize>,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        let mut set = RuleSet { rules, ..RuleSet::default() };
+        for (i, rule) in set.rules.iter().enumerate() {
+            let matcher = &rule.settings.matcher;
+            let literal_sources = (!matcher.event_sources.is_empty()
+                && matcher.event_sources.iter().all(|s| !s.contains('*')))
+            .then_some(&matcher.event_sources);
+            match (matcher.literal_event_names(), literal_sources) {
+                (Some(names), _) => {
+                    for name in names {
+                        set.by_event_name.entry(name.to_owned()).or_default().push(i);
+                    }
+                }
+                (None, Some(sources)) => {
+                    for source in sources {
+                        set.by_event_source.entry(source.clone()).or_default().push(i);
+                    }
+                }
+                (None, None) => set.everywhere.push(i),
+            }
+        }
+        set
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+impl RuleMatch {
+    /// The only `eventName`s this match can hold for, when that is a finite list of literals: the
+    /// custom names without `*`, the preset's (every alternative of which names its events), or
+    /// both's common ones.
+    fn literal_event_names(&self) -> Option<Vec<&str>> {
+        let custom: Option<Vec<&str>> = (!self.event_names.is_empty()
+            && self.event_names.iter().all(|n| !n.contains('*')))
+        .then(|| self.event_names.iter().map(String::as_str).collect());
+        let from_preset = self.preset.as_deref().and_then(preset).and_then(Preset::literal_event_names);
+        match (custom, from_preset) {
+            (Some(c), Some(p)) => Some(c.into_iter().filter(|n| p.contains(n)).collect()),
+            (Some(names), None) | (None, Some(names)) => Some(names),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Every enabled rule's match of one newly stored item (`item_id` is its stored id), in the
+/// rules' order.
+pub fn matches_of(rules: &RuleSet, item_id: Uuid, item: &NewEvent) -> Vec<RuleHit> {
+    if item.source == RULES_SOURCE || rules.is_empty() {
+        return Vec::new();
+    }
+    let facts = Facts::of(item);
+    let named: &[usize] = facts.event_name.and_then(|n| rules.by_event_name.get(n)).map_or(&[], Vec::as_slice);
+    let sourced: &[usize] = facts.event_source.and_then(|s| rules.by_event_source.get(s)).map_or(&[], Vec::as_slice);
+    let mut candidates: Vec<usize> = rules.everywhere.iter().chain(named).chain(sourced).copied().collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .filter_map(|i| {
+            let rule = &rules.rules[i];
+            let environments = rule.fires_for_facts(item, &facts)?;
             Some(RuleHit { rule_id: rule.id, alert: alert_item(rule, item_id, item, environments) })
         })
         .collect()

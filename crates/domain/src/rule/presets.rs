@@ -305,7 +305,11 @@ pub(crate) fn field<'a>(record: &'a serde_json::Value, path: &str) -> Option<std
 
 impl Clause {
     pub fn holds(&self, record: &serde_json::Value) -> bool {
-        let value = field(record, self.field);
+        self.holds_for(field(record, self.field))
+    }
+
+    /// The test on a field's value, however it was read.
+    pub(crate) fn holds_for(&self, value: Option<std::borrow::Cow<'_, str>>) -> bool {
         match self.test {
             Test::AnyOf(patterns) => value.is_some_and(|v| patterns.iter().any(|p| super::glob_match(p, &v))),
             Test::Not(unwanted) => value.is_none_or(|v| v != unwanted),
@@ -316,7 +320,27 @@ impl Clause {
 
 impl Preset {
     pub fn matches(&self, record: &serde_json::Value) -> bool {
-        self.any_of.iter().any(|clauses| clauses.iter().all(|c| c.holds(record)))
+        self.matches_with(|path| field(record, path))
+    }
+
+    /// As [`Preset::matches`], reading fields through `field_of` (which may know some already).
+    pub(crate) fn matches_with<'a>(&self, field_of: impl Fn(&str) -> Option<std::borrow::Cow<'a, str>>) -> bool {
+        self.any_of.iter().any(|clauses| clauses.iter().all(|c| c.holds_for(field_of(c.field))))
+    }
+
+    /// The `eventName`s this preset can match, when every alternative names them as literals.
+    pub fn literal_event_names(&self) -> Option<Vec<&'static str>> {
+        let mut names = Vec::new();
+        for clauses in self.any_of {
+            let named = clauses.iter().find_map(|c| match c.test {
+                Test::AnyOf(values) if c.field == "eventName" && values.iter().all(|v| !v.contains('*')) => {
+                    Some(values)
+                }
+                _ => None,
+            })?;
+            names.extend_from_slice(named);
+        }
+        Some(names)
     }
 
     /// The CloudWatch Logs metric filter pattern this preset is, for a person to compare with

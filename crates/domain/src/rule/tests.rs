@@ -321,7 +321,8 @@ fn a_match_becomes_an_alert_on_the_item_environments_within_the_rule() {
     let mut disabled = rule(matcher, vec![]);
     disabled.settings.enabled = false;
     let item_id = Uuid::now_v7();
-    let hits = matches_of(&[everywhere.clone(), only_prod.clone(), elsewhere, disabled], item_id, &event);
+    let hits =
+        matches_of(&RuleSet::new(vec![everywhere.clone(), only_prod.clone(), elsewhere, disabled]), item_id, &event);
     assert_eq!(hits.iter().map(|h| h.rule_id).collect::<Vec<_>>(), vec![everywhere.id, only_prod.id]);
     assert_eq!(hits[0].alert.environment_ids, vec![prod, dev]);
     assert_eq!(hits[1].alert.environment_ids, vec![prod]);
@@ -333,7 +334,7 @@ fn a_match_becomes_an_alert_on_the_item_environments_within_the_rule() {
     assert!(alert.title.starts_with("network: "), "{}", alert.title);
     // Rules never match their own alerts.
     assert!(matches_of(
-        &[rule(RuleMatch { actor_patterns: vec!["*a*".into()], ..RuleMatch::default() }, vec![])],
+        &RuleSet::new(vec![rule(RuleMatch { actor_patterns: vec!["*a*".into()], ..RuleMatch::default() }, vec![])]),
         Uuid::now_v7(),
         alert
     )
@@ -381,4 +382,38 @@ fn webhook_signatures_follow_standard_webhooks() {
     assert!(webhook_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
     assert!(webhook_key("whsec_c2hvcnQ=").is_err(), "too short a key");
     assert!(webhook_key(&generate_webhook_secret()).is_ok());
+}
+
+#[test]
+fn the_index_by_event_name_finds_what_trying_every_rule_finds() {
+    let matchers = [
+        RuleMatch { preset: Some("cis-aws-4".into()), ..RuleMatch::default() },
+        RuleMatch { preset: Some("cis-aws-2".into()), ..RuleMatch::default() },
+        RuleMatch {
+            preset: Some("cis-aws-13".into()),
+            event_names: vec!["CreateRoute".into()],
+            ..RuleMatch::default()
+        },
+        RuleMatch { preset: Some("cis-aws-13".into()), event_names: vec!["Create*".into()], ..RuleMatch::default() },
+        RuleMatch { event_names: vec!["Delete*".into()], ..RuleMatch::default() },
+        RuleMatch { event_names: vec!["CreateVpc".into(), "DeleteVpc".into()], ..RuleMatch::default() },
+        RuleMatch {
+            identity_types: vec!["IAMUser".into()],
+            error_codes: vec!["Client.*".into()],
+            ..RuleMatch::default()
+        },
+    ];
+    let rules: Vec<Rule> = matchers.iter().cloned().map(|m| rule(m, vec![])).collect();
+    let set = RuleSet::new(rules.clone());
+    assert_eq!(set.everywhere.len(), 3, "the rules with no literal names or sources are tried on every item");
+    let mut total = 0;
+    for record in records() {
+        let event = item(record);
+        let id = Uuid::nil();
+        let indexed: Vec<Uuid> = matches_of(&set, id, &event).into_iter().map(|h| h.rule_id).collect();
+        let every: Vec<Uuid> = rules.iter().filter(|r| r.fires_for(&event).is_some()).map(|r| r.id).collect();
+        assert_eq!(indexed, every, "{}", record["eventName"]);
+        total += every.len();
+    }
+    assert!(total > 100, "{total}");
 }

@@ -110,7 +110,7 @@ impl Events for SqlStore {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
             if id == new_id {
-                record_rule_matches!(tx, org_id, &[(id, e)]);
+                record_rule_matches!(self, tx, org_id, &[(id, e)]);
             }
             tx.commit().await.map(|()| id)
         })
@@ -141,7 +141,7 @@ impl Events for SqlStore {
                 if !links.is_empty() {
                     insert_links::<Db>(&links).build().execute(&mut *tx).await?;
                 }
-                record_rule_matches!(tx, org_id, &[(id, e)]);
+                record_rule_matches!(self, tx, org_id, &[(id, e)]);
             }
             if !postgres && !links_unchanged!(postgres, tx, org_id, connection_id, links_version) {
                 return Ok(Err(StoreError::LinksChanged));
@@ -192,7 +192,7 @@ impl Events for SqlStore {
             if !links.is_empty() {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
-            record_rule_matches!(tx, org_id, &stored);
+            record_rule_matches!(self, tx, org_id, &stored);
             tx.commit().await.map(|()| answers)
         })
         .map_err(backend)?;

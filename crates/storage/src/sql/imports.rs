@@ -180,7 +180,7 @@ impl ImportQueue for SqlStore {
                 insert_links::<Db>(&links).build().execute(&mut *tx).await?;
             }
             let stored: Vec<(Uuid, &NewEvent)> = new_events.iter().map(|(id, i)| (*id, &events[*i])).collect();
-            record_rule_matches!(tx, lease.org_id, &stored);
+            record_rule_matches!(self, tx, lease.org_id, &stored);
             let flagged = new_events.iter().filter(|(_, i)| events[*i].details.flagged()).count() as i64;
             let held = sqlx::query(SAVE_PROGRESS)
                 .bind(lease.connection_id)

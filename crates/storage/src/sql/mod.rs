@@ -31,20 +31,26 @@ macro_rules! links_unchanged {
 /// organisation's enabled rules, read in the same transaction, and writes each match's `alert`
 /// item (with its links) and outbox row there too: a delivery exists exactly when its item does.
 macro_rules! record_rule_matches {
-    ($tx:expr, $org:expr, $stored:expr) => {{
+    ($store:expr, $tx:expr, $org:expr, $stored:expr) => {{
         let stored: &[(uuid::Uuid, &domain::event::NewEvent)] = $stored;
         if stored.iter().any(|(_, e)| e.source != domain::rule::RULES_SOURCE) {
-            let rows: Vec<super::rules::RuleRow> =
-                sqlx::query_as(super::rules::ENABLED_RULES).bind($org).fetch_all(&mut *$tx).await?;
-            let rules: Vec<domain::rule::Rule> = rows.into_iter().filter_map(|r| r.into_rule()).collect();
-            let hits: Vec<(uuid::Uuid, domain::rule::RuleHit)> = if rules.is_empty() {
-                Vec::new()
-            } else {
-                stored
-                    .iter()
-                    .flat_map(|(id, e)| domain::rule::matches_of(&rules, *id, e).into_iter().map(|h| (*id, h)))
-                    .collect()
+            // The rules are parsed once per change of them: the organisation's `rules_version`,
+            // read in this transaction, says whether the parsed ones still hold.
+            let (version,): (i64,) =
+                sqlx::query_as(super::rules::RULES_VERSION).bind($org).fetch_one(&mut *$tx).await?;
+            let rules = match $store.enabled_rules.get($org, version) {
+                Some(rules) => rules,
+                None => {
+                    let rows: Vec<super::rules::RuleRow> =
+                        sqlx::query_as(super::rules::ENABLED_RULES).bind($org).fetch_all(&mut *$tx).await?;
+                    let rules: Vec<domain::rule::Rule> = rows.into_iter().filter_map(|r| r.into_rule()).collect();
+                    $store.enabled_rules.put($org, version, domain::rule::RuleSet::new(rules))
+                }
             };
+            let hits: Vec<(uuid::Uuid, domain::rule::RuleHit)> = stored
+                .iter()
+                .flat_map(|(id, e)| domain::rule::matches_of(&rules, *id, e).into_iter().map(|h| (*id, h)))
+                .collect();
             let at = domain::time_util::to_micros(domain::time_util::now());
             for chunk in hits.chunks(super::rules::OUTBOX_CHUNK) {
                 let mut insert = sqlx::QueryBuilder::<Db>::new(super::events::INSERT_EVENTS);
@@ -78,6 +84,8 @@ mod imports;
 mod links;
 mod relinks;
 mod rules;
+
+pub(crate) use rules::RuleCache;
 mod sources;
 mod tenants;
 pub mod timeline;

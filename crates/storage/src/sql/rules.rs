@@ -4,13 +4,15 @@
 
 use async_trait::async_trait;
 use domain::rule::delivery::{DeliveryAttempt, DeliveryStatus, DueDelivery, RuleDelivery};
-use domain::rule::{Rule, RuleSettings};
+use domain::rule::{Rule, RuleSet, RuleSettings};
 use domain::store::{Rules, StoreResult};
 use domain::time_util::{from_micros, now, to_micros};
 use domain::{Page, PageRequest, StoreError};
 use sqlx::types::Json;
 use sqlx::{Database, Encode, QueryBuilder, Type};
+use std::sync::Arc;
 use time::OffsetDateTime;
+
 use uuid::Uuid;
 
 use crate::rows::backend;
@@ -21,6 +23,29 @@ const COLUMNS: &str = "id, org_id, settings, created_at, updated_at";
 /// The enabled rules of organisation `$1`, read in the transaction that stores its new items.
 pub(super) const ENABLED_RULES: &str =
     "SELECT id, org_id, settings, created_at, updated_at FROM rules WHERE org_id = $1 AND enabled";
+
+/// What says whether an organisation's rules changed since they were parsed.
+pub(super) const RULES_VERSION: &str = "SELECT rules_version FROM organizations WHERE id = $1";
+
+const BUMP_RULES_VERSION: &str = "UPDATE organizations SET rules_version = rules_version + 1 WHERE id = $1";
+
+/// Parsed enabled rules per organisation, good while its `rules_version` is unchanged.
+#[derive(Default)]
+pub(crate) struct RuleCache(std::sync::Mutex<std::collections::HashMap<Uuid, (i64, Arc<RuleSet>)>>);
+
+impl RuleCache {
+    pub(super) fn get(&self, org_id: Uuid, version: i64) -> Option<Arc<RuleSet>> {
+        let cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(&org_id).filter(|(at, _)| *at == version).map(|(_, rules)| rules.clone())
+    }
+
+    pub(super) fn put(&self, org_id: Uuid, version: i64, rules: RuleSet) -> Arc<RuleSet> {
+        let rules = Arc::new(rules);
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.insert(org_id, (version, rules.clone()));
+        rules
+    }
+}
 
 /// Outbox rows are written this many at a time (a batch of 100 items under 100 rules could
 /// otherwise pass the databases' limits on bound values).
@@ -117,7 +142,8 @@ impl Rules for SqlStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {COLUMNS}"
         );
         let row: RuleRow = on_pool!(self, |pool: Db| {
-            sqlx::query_as(&sql)
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as(&sql)
                 .bind(id)
                 .bind(org_id)
                 .bind(&settings.name)
@@ -125,8 +151,10 @@ impl Rules for SqlStore {
                 .bind(Json(settings))
                 .bind(sealed_secret)
                 .bind(at)
-                .fetch_one(pool)
-                .await
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(BUMP_RULES_VERSION).bind(org_id).execute(&mut *tx).await?;
+            tx.commit().await.map(|()| row)
         })
         .map_err(backend)?;
         row.into_rule().ok_or_else(|| StoreError::Backend("the rule just stored cannot be read".into()))
@@ -155,7 +183,8 @@ impl Rules for SqlStore {
              WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"
         );
         let row: Option<RuleRow> = on_pool!(self, |pool: Db| {
-            sqlx::query_as(&sql)
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as(&sql)
                 .bind(org_id)
                 .bind(id)
                 .bind(&settings.name)
@@ -163,15 +192,29 @@ impl Rules for SqlStore {
                 .bind(Json(settings))
                 .bind(sealed_secret)
                 .bind(to_micros(now()))
-                .fetch_optional(pool)
-                .await
+                .fetch_optional(&mut *tx)
+                .await?;
+            sqlx::query(BUMP_RULES_VERSION).bind(org_id).execute(&mut *tx).await?;
+            tx.commit().await.map(|()| row)
         })
         .map_err(backend)?;
         Ok(row.and_then(RuleRow::into_rule))
     }
 
     async fn delete_rule(&self, org_id: Uuid, id: Uuid) -> StoreResult<bool> {
-        self.delete_org_row("rules", org_id, id).await
+        let deleted = on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM rules WHERE org_id = $1 AND id = $2")
+                .bind(org_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(BUMP_RULES_VERSION).bind(org_id).execute(&mut *tx).await?;
+            tx.commit().await.map(|()| deleted)
+        })
+        .map_err(backend)?;
+        Ok(deleted > 0)
     }
 
     async fn rule_with_secret(&self, org_id: Uuid, id: Uuid) -> StoreResult<Option<(Rule, String)>> {

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 on_both_backends!(
     matches_are_delivered_exactly_once_after_retries,
+    every_write_path_matches_new_items_only,
     webhooks_are_signed_as_standard_webhooks_and_private_targets_refused
 );
 
@@ -349,4 +350,71 @@ async fn webhooks_are_signed_as_standard_webhooks_and_private_targets_refused(ba
         assert_eq!(status, 422, "{url}: {problem}");
         assert_eq!(problem["errors"][0]["field"], "action.webhook.url", "{url}: {problem}");
     }
+}
+
+/// Posted items (`upsert_event`) and pushed events (`insert_connection_event`) are matched like
+/// polled and channel ones; an update of a posted item is not new and matches nothing; the
+/// alert's suspects start with the change it was made for.
+async fn every_write_path_matches_new_items_only(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return test_support::skipped("every_write_path_matches_new_items_only");
+    };
+    let org = app.org("acme").await;
+    let token = org.admin_token.as_str();
+    let prod = create_env(&app, token).await;
+    let body = json!({"name": "deploys by the release bot", "match": {"actor_patterns": ["release-*"]},
+                      "action": {"pagerduty_change": {"routing_key": "ROUTINGKEY0000"}}});
+    let (status, posted_rule) = app.post("/v1/rules", token, body).await;
+    assert_eq!(status, 201, "{posted_rule}");
+    let body = json!({"name": "trail", "environments": ["prod"], "match": {"preset": "cis-aws-5"},
+                      "action": {"pagerduty_alert": {"routing_key": "ROUTINGKEY0000", "severity": "critical"}}});
+    let (_, trail_rule) = app.post("/v1/rules", token, body).await;
+    let app = &app;
+    let deliveries = |rule: &Value| {
+        let path = format!("/v1/rules/{}/deliveries", rule["id"].as_str().unwrap());
+        async move { app.get(&path, token).await.1["items"].as_array().unwrap().clone() }
+    };
+
+    let deploy = json!({"environment": "prod", "service": "checkout", "version": "1.2.3", "status": "started",
+                        "started_at": "2026-11-30T10:00:00Z", "actor": "release-bot", "external_id": "d-1"});
+    let (status, item) = app.post("/v1/deploys", token, deploy.clone()).await;
+    assert_eq!(status, 201, "{item}");
+    let mut update = deploy.clone();
+    update["status"] = json!("succeeded");
+    assert_eq!(app.post("/v1/deploys", token, update).await.0, 200, "an update");
+    let by_someone = json!({"environment": "prod", "service": "checkout", "version": "1.2.4", "status": "started",
+                            "started_at": "2026-11-30T11:00:00Z", "actor": "alice"});
+    assert_eq!(app.post("/v1/deploys", token, by_someone).await.0, 201);
+    let posted = deliveries(&posted_rule).await;
+    assert_eq!(posted.len(), 1, "the new deploy by the bot, not its update nor alice's: {posted:?}");
+    assert_eq!(posted[0]["event_id"], item["id"]);
+
+    // A pushed event, through the push's own write.
+    let settings = domain::connection::ConnectionSettings {
+        name: "prod".into(),
+        regions: vec!["us-east-1".into()],
+        default_environment: None,
+        environment_rules: vec![],
+        lookback_days: 7,
+        include_read_only: false,
+        enabled: true,
+    };
+    let connection = app.db.store.create_connection(org.id, &settings, &domain::ExternalId::generate()).await.unwrap();
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let stop = records.iter().find(|r| r["eventName"] == "StopLogging").unwrap();
+    let mut event = items(std::slice::from_ref(stop), prod).remove(0);
+    event.connection_id = Some(connection.id);
+    let id = app.db.store.insert_connection_event(org.id, connection.id, connection.links_version, &event).await;
+    let id = id.unwrap().expect("new");
+    let again = app.db.store.insert_connection_event(org.id, connection.id, connection.links_version, &event).await;
+    assert_eq!(again.unwrap(), None, "stored before");
+    let trail = deliveries(&trail_rule).await;
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(trail[0]["event_id"], id.to_string());
+
+    // The alert it made ranks the change first among its suspects.
+    let alert_id = trail[0]["alert_event_id"].as_str().unwrap();
+    let (status, suspects) = app.get(&format!("/v1/alerts/{alert_id}/suspects"), token).await;
+    assert_eq!(status, 200, "{suspects}");
+    assert_eq!(suspects["items"][0]["item"]["id"], id.to_string(), "{suspects}");
 }

@@ -5,7 +5,7 @@
 use domain::cloudtrail::eventbridge::{self, PushTarget, SECRET_HEADER};
 use domain::linking::{ConnectionLinker, LinkFacts};
 use domain::token::TokenHash;
-use domain::{Connection, ConnectionStatus, EnvironmentRef, StoreError};
+use domain::{Connection, ConnectionStatus, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -133,7 +133,7 @@ impl App {
         let mut current = connection.clone();
         let mut relinked = 0;
         loop {
-            let linker = self.linker(&current).await?;
+            let linker = ConnectionLinker::load(self.store.as_ref(), &current).await?;
             event.environment_ids = linker.environment_ids(&LinkFacts::of_event(&event));
             match self.store.insert_connection_event(current.org_id, current.id, linker.links_version, &event).await {
                 Err(StoreError::LinksChanged) if relinked < 3 => {
@@ -153,15 +153,6 @@ impl App {
     }
 
     /// The connection's rules with the environments they name resolved, in one query.
-    async fn linker(&self, connection: &Connection) -> AppResult<ConnectionLinker> {
-        let refs: Vec<_> = Connection::referenced_environments(&connection.settings)
-            .into_iter()
-            .map(|(_, slug)| EnvironmentRef::Slug(slug))
-            .collect();
-        let environments = self.store.find_environments(connection.org_id, &refs).await?;
-        Ok(ConnectionLinker::new(connection, environments))
-    }
-
     /// Hands a newly stored item to whatever reacts to new items; read only when something does.
     async fn announce(&self, org_id: Uuid, item_id: Uuid) {
         if self.new_items.receiver_count() == 0 {

@@ -51,6 +51,16 @@ pub struct ConnectionLinker {
 }
 
 impl ConnectionLinker {
+    /// The connection's rules with the environments they name resolved to ids, in one query.
+    pub async fn load(store: &dyn crate::Store, connection: &crate::Connection) -> crate::store::StoreResult<Self> {
+        let refs: Vec<_> = crate::Connection::referenced_environments(&connection.settings)
+            .into_iter()
+            .map(|(_, slug)| crate::EnvironmentRef::Slug(slug))
+            .collect();
+        let environments = store.find_environments(connection.org_id, &refs).await?;
+        Ok(ConnectionLinker::new(connection, environments))
+    }
+
     /// `environments` are the organisation's environments the connection's rules name
     /// (`Connection::referenced_environments`), as the store found them.
     pub fn new(connection: &crate::Connection, environments: Vec<crate::Environment>) -> ConnectionLinker {

@@ -117,13 +117,7 @@ impl Importer {
         &self.owner
     }
 
-    /// The connection's rules with the environments they name resolved to ids, in one query.
     async fn linker(&self, connection: &Connection) -> Result<ConnectionLinker, Stop> {
-        let refs: Vec<_> = Connection::referenced_environments(&connection.settings)
-            .into_iter()
-            .map(|(_, slug)| domain::EnvironmentRef::Slug(slug))
-            .collect();
-        let environments = self.store.find_environments(connection.org_id, &refs).await?;
-        Ok(ConnectionLinker::new(connection, environments))
+        Ok(ConnectionLinker::load(self.store.as_ref(), connection).await?)
     }
 }

@@ -333,6 +333,20 @@ async fn webhooks_are_signed_as_standard_webhooks_and_private_targets_refused(ba
     assert_eq!(newest["status"], "failed", "{newest}");
     assert!(newest["attempts"][0]["error"].as_str().unwrap().contains("refused"), "{newest}");
 
+    // A worker with another sealing key cannot open the secret: the delivery waits, and says why.
+    let third = records.iter().filter(|r| r["eventName"] == "StopLogging").nth(2).unwrap().clone();
+    app.db.store.insert_events(org.id, &items(&[third], prod)).await.unwrap();
+    let mut settings = worker::DeliverySettings::new(domain::secret_box::SecretKey::generate());
+    settings.allow_private_targets = true;
+    let other_key = worker::Deliverer::new(app.db.store.clone(), settings).unwrap();
+    assert_eq!(other_key.deliver_due_once().await, 1);
+    assert_eq!(received.lock().unwrap().len(), 1, "nothing sent without the secret");
+    let (_, deliveries) = app.get(&format!("/v1/rules/{rule_id}/deliveries"), token).await;
+    let newest = &deliveries["items"][0];
+    assert_eq!(newest["status"], "pending", "{newest}");
+    assert!(newest["attempts"][0]["error"].as_str().unwrap().contains("CHANGETRAIL_SECRET_KEY"), "{newest}");
+    assert!(newest["next_attempt_at"].is_string(), "{newest}");
+
     // An app not allowed private targets refuses them when the rule is made.
     let Some(strict) = TestApp::spawn(backend).await else { return };
     let org = strict.org("strict").await;

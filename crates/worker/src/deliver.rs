@@ -137,7 +137,15 @@ impl Deliverer {
             Ok(Some((rule, secret, item))) => {
                 let started = Instant::now();
                 let at = domain::time_util::now();
-                let result = self.send(&due, &rule, &secret, &item).await;
+                let result = match &secret {
+                    Some(secret) => self.send(&due, &rule, secret, &item).await,
+                    // Retried: a server started with another key can be given the right one, and
+                    // the attempts say what is wrong meanwhile.
+                    None => AttemptResult::Retryable {
+                        status: None,
+                        error: "the rule's secret cannot be unsealed with this server's CHANGETRAIL_SECRET_KEY".into(),
+                    },
+                };
                 let attempt = attempt_of(&result, at, started.elapsed());
                 let step = delivery::next_step(&result, due.attempts + 1, due.created_at, domain::time_util::now());
                 let (status, next) = match step {
@@ -169,20 +177,19 @@ impl Deliverer {
         }
     }
 
-    /// The rule (enabled), its unsealed secret and the matched item, or `None` when the delivery
-    /// is not to be sent.
-    async fn prepare(&self, due: &DueDelivery) -> Result<Option<(Rule, String, TimelineItem)>, domain::StoreError> {
+    /// The rule (enabled), its unsealed secret (`None` when this server's key cannot open it)
+    /// and the matched item, or `None` when the delivery is not to be sent.
+    #[allow(clippy::type_complexity)]
+    async fn prepare(
+        &self,
+        due: &DueDelivery,
+    ) -> Result<Option<(Rule, Option<String>, TimelineItem)>, domain::StoreError> {
         let Some((rule, sealed)) = self.store.rule_with_secret(due.org_id, due.rule_id).await? else { return Ok(None) };
         if !rule.settings.enabled {
             return Ok(None);
         }
         let Some(stored) = self.store.get_event(due.org_id, due.event_id).await? else { return Ok(None) };
-        match self.settings.secret_key.open(&sealed) {
-            Some(secret) => Ok(Some((rule, secret, stored.item))),
-            None => Err(domain::StoreError::Backend(
-                "the rule's secret cannot be unsealed (was CHANGETRAIL_SECRET_KEY changed?)".into(),
-            )),
-        }
+        Ok(Some((rule, self.settings.secret_key.open(&sealed), stored.item)))
     }
 
     async fn send(&self, due: &DueDelivery, rule: &Rule, secret: &str, item: &TimelineItem) -> AttemptResult {

@@ -334,3 +334,88 @@ mod tests {
         assert!(n.event.source_key.starts_with("eu-west-1:DeleteBucket:"), "{}", n.event.source_key);
     }
 }
+
+/// However malformed a record is, normalising it never panics, and its item's title is never
+/// empty and never longer than 200 characters: for any JSON at all, and for records whose known
+/// fields hold values of any type.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    const FIELDS: &[&str] = &[
+        "eventID",
+        "eventName",
+        "eventSource",
+        "eventTime",
+        "awsRegion",
+        "recipientAccountId",
+        "readOnly",
+        "errorCode",
+        "errorMessage",
+        "sourceIPAddress",
+        "userAgent",
+        "userIdentity",
+        "requestParameters",
+        "responseElements",
+        "resources",
+        "additionalEventData",
+        "eventType",
+        "type",
+        "arn",
+        "userName",
+        "sessionContext",
+        "sessionIssuer",
+        "principalId",
+        "accountId",
+        "invokedBy",
+        "ARN",
+        "groupId",
+        "bucketName",
+        "roleArn",
+        "instanceId",
+    ];
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,300}".prop_map(Value::String),
+            "(19|20|99)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:.]{0,12}Z?".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((proptest::sample::select(FIELDS), inner), 0..8).prop_map(|pairs| {
+                    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn normalising_never_panics_and_titles_are_bounded(record in any_json(), name in proptest::option::of(".{0,400}")) {
+            let ctx = RecordContext {
+                connection_id: Uuid::nil(),
+                account_id: "123456789012",
+                region: "us-east-1",
+                fallback_time: OffsetDateTime::UNIX_EPOCH,
+            };
+            for n in [normalize(&record, &ctx), normalize_lookup(&LookupEvent {
+                event_name: name.clone(),
+                cloudtrail_event: Some(record.to_string()),
+                ..Default::default()
+            }, &ctx)] {
+                let chars = n.event.title.chars().count();
+                prop_assert!(chars > 0 && chars <= 200, "{chars}: {}", n.event.title);
+                prop_assert!(!n.event.title.trim().is_empty());
+            }
+        }
+    }
+}

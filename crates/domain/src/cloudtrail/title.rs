@@ -66,8 +66,24 @@ fn past_tense(verb: &str) -> Option<&'static str> {
     })
 }
 
+/// The longest title, in characters: what a timeline row and a PagerDuty summary show whole.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// At most `max` characters of `text`, with `…` when cut; never empty (`fallback` instead).
+fn clipped(text: &str, max: usize, fallback: &str) -> String {
+    let text = text.trim();
+    let text = if text.is_empty() { fallback } else { text };
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// "alice deleted security group sg-0abc (ec2)"; a failed call reads
-/// "alice tried to delete security group sg-0abc (ec2): AccessDenied".
+/// "alice tried to delete security group sg-0abc (ec2): AccessDenied". Never empty, and at most
+/// [`MAX_TITLE_CHARS`] characters however long the record's names are.
 pub fn title(
     actor: Option<&str>,
     event_name: &str,
@@ -75,7 +91,23 @@ pub fn title(
     resource: Option<&str>,
     error_code: Option<&str>,
 ) -> String {
-    let actor = actor.unwrap_or("someone");
+    // Each part is bounded so that one long name does not push the others out.
+    let actor = clipped(actor.unwrap_or(""), 60, "someone");
+    let event_name = clipped(event_name, 60, "an API");
+    let event_source = clipped(event_source, 40, "aws");
+    let resource = resource.map(|r| clipped(r, 60, "?"));
+    let error_code = error_code.map(|e| clipped(e, 40, "error"));
+    let whole = sentence(&actor, &event_name, &event_source, resource.as_deref(), error_code.as_deref());
+    clipped(&whole, MAX_TITLE_CHARS, "someone changed something")
+}
+
+fn sentence(
+    actor: &str,
+    event_name: &str,
+    event_source: &str,
+    resource: Option<&str>,
+    error_code: Option<&str>,
+) -> String {
     let service = event_source.strip_suffix(".amazonaws.com").unwrap_or(event_source);
     if event_name == "ConsoleLogin" {
         return match error_code {
@@ -86,7 +118,7 @@ pub fn title(
     // Drop API version suffixes such as "UpdateFunctionCode20150331v2".
     let base = event_name.trim_end_matches(|c: char| c.is_ascii_digit() || c == 'v');
     let base = if base.is_empty() { event_name } else { base };
-    let words = split_camel(base);
+    let words: Vec<String> = split_camel(base).into_iter().filter(|w| !w.trim().is_empty()).collect();
     let object = |from: usize| {
         let noun = words[from..].iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join(" ");
         match resource {
@@ -144,5 +176,14 @@ mod tests {
             title(Some("x"), "GenerateDataKey", "kms.amazonaws.com", None, None),
             "x called GenerateDataKey (kms)"
         );
+    }
+
+    #[test]
+    fn long_names_are_cut_and_nothing_is_empty() {
+        let long = "x".repeat(5000);
+        let t = title(Some(&long), &long, &long, Some(&long), Some(&long));
+        assert!(t.chars().count() <= MAX_TITLE_CHARS, "{t}");
+        assert!(t.contains('…'));
+        assert_eq!(title(Some("  "), "", "", Some(""), None), "someone called an API ? (aws)");
     }
 }

@@ -106,6 +106,14 @@ async fn an_sdk_client_puts_100_events_onto_the_timeline_once(backend: Backend) 
     let (_, shown) = app.get(&format!("/v1/channels/{}", c.id), &org.admin_token).await;
     assert_eq!(shown["accepted"], 200, "{shown}");
     assert!(shown["last_event_at"].is_string());
+    // The list reads every channel's tallies at once, each its own.
+    let quiet =
+        channel(&app, &org.admin_token, json!({"name": "quiet", "source": "x", "environments": ["identity"]})).await;
+    let (_, list) = app.get("/v1/channels", &org.admin_token).await;
+    let listed = |id: &str| list["items"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap().clone();
+    assert_eq!(listed(&c.id)["accepted"], 200, "{list}");
+    assert_eq!(listed(&quiet.id)["accepted"], 0, "{list}");
+    assert!(listed(&quiet.id)["last_event_at"].is_null(), "{list}");
     assert!(!shown.to_string().contains(&c.secret), "the secret is never shown again");
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let line = format!("changetrail_channel_events_total{{channel=\"{}\",outcome=\"accepted\"}} 200", c.id);

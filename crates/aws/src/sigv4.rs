@@ -82,9 +82,15 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.unix_timestamp()).ok()?))
 }
 
-/// The access key id a request claims to be signed with, if its `Authorization` names one.
-pub fn claimed_access_key(request: &ArrivedRequest<'_>) -> Option<String> {
-    parse_authorization(header(request, "authorization")?).map(|a| a.access_key_id.to_owned())
+/// The access key id a request claims to be signed with, if its `Authorization` names one;
+/// otherwise why the request is not signed, as AWS says it.
+pub fn claimed_access_key(request: &ArrivedRequest<'_>) -> Result<String, SignatureRefusal> {
+    let Some(value) = header(request, "authorization") else {
+        return Err(refuse("MissingAuthenticationTokenException", "Missing Authentication Token"));
+    };
+    parse_authorization(value).map(|a| a.access_key_id.to_owned()).ok_or_else(|| {
+        refuse("IncompleteSignatureException", "the Authorization header is not an AWS4-HMAC-SHA256 signature")
+    })
 }
 
 /// Checks a request's SigV4 signature for `service`, with `secret` the secret access key of the
@@ -96,12 +102,9 @@ pub fn verify(
     secret: &str,
     now: SystemTime,
 ) -> Result<(), SignatureRefusal> {
-    let Some(value) = header(request, "authorization") else {
-        return Err(refuse("MissingAuthenticationTokenException", "Missing Authentication Token"));
-    };
-    let auth = parse_authorization(value).ok_or_else(|| {
-        refuse("IncompleteSignatureException", "the Authorization header is not an AWS4-HMAC-SHA256 signature")
-    })?;
+    claimed_access_key(request)?;
+    let auth = parse_authorization(header(request, "authorization").unwrap_or_default())
+        .ok_or_else(|| refuse("IncompleteSignatureException", "the Authorization header cannot be read"))?;
     if auth.service != service {
         return Err(refuse(
             "InvalidSignatureException",

@@ -18,6 +18,11 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     use domain::timeline::{TimelineFilters, TimelineQuery};
     let url = std::env::var("CHANGETRAIL_BENCH_DATABASE_URL")
         .context("set CHANGETRAIL_BENCH_DATABASE_URL to a PostgreSQL database")?;
+    // The load phase needs wrk: say so before spending minutes on the data.
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .context("wrk is not installed (the load phase needs it): apt-get install wrk")?;
     // One store: the trait for the API and the queries, the concrete type for the plan.
     let sql_store = Arc::new(storage::connect_sql(&url).await?);
     let store: Arc<dyn domain::Store> = sql_store.clone();

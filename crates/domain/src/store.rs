@@ -301,7 +301,10 @@ pub trait Channels: Send + Sync {
         counts: &[(String, u64)],
         at: OffsetDateTime,
     ) -> StoreResult<()>;
-    async fn channel_outcomes(&self, org_id: Uuid, id: Uuid) -> StoreResult<Vec<ChannelOutcome>>;
+    /// The tallies of the organisation's channels with ids from `first` to `last` (one channel,
+    /// or a page of them, in one query), each with its channel's id.
+    async fn channel_outcomes(&self, org_id: Uuid, first: Uuid, last: Uuid)
+        -> StoreResult<Vec<(Uuid, ChannelOutcome)>>;
 }
 
 /// Rules and their outbox. The outbox is written by the `Events` and `ImportQueue` methods that

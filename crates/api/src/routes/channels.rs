@@ -138,11 +138,8 @@ async fn list_channels(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ListResponse<ChannelView>>> {
     let page = state.channels(caller.org_id, params.page()?).await?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for channel in page.items {
-        let outcomes = state.channel_outcomes(&channel).await?;
-        items.push(ChannelView::of(&state, channel, &outcomes));
-    }
+    let outcomes = state.channel_outcomes(&page.items).await?;
+    let items = page.items.into_iter().zip(outcomes).map(|(c, o)| ChannelView::of(&state, c, &o)).collect();
     Ok(Json(ListResponse { items, next_cursor: page.next_cursor }))
 }
 
@@ -156,7 +153,7 @@ async fn get_channel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ChannelView>> {
     let channel = state.channel(caller.org_id, path_id(&id, "channel")?).await?;
-    let outcomes = state.channel_outcomes(&channel).await?;
+    let outcomes = state.channel_outcomes(std::slice::from_ref(&channel)).await?.concat();
     Ok(Json(ChannelView::of(&state, channel, &outcomes)))
 }
 
@@ -171,7 +168,7 @@ async fn update_channel(
     ApiJson(body): ApiJson<ChannelBody>,
 ) -> ApiResult<Json<ChannelView>> {
     let channel = state.update_channel(caller.org_id, path_id(&id, "channel")?, input(&body)).await?;
-    let outcomes = state.channel_outcomes(&channel).await?;
+    let outcomes = state.channel_outcomes(std::slice::from_ref(&channel)).await?.concat();
     Ok(Json(ChannelView::of(&state, channel, &outcomes)))
 }
 

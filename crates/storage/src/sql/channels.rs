@@ -145,24 +145,29 @@ impl Channels for SqlStore {
         .map_err(backend)
     }
 
-    async fn channel_outcomes(&self, org_id: Uuid, id: Uuid) -> StoreResult<Vec<ChannelOutcome>> {
-        let rows: Vec<(String, i64, i64)> = on_pool!(self, |pool: Db| {
+    async fn channel_outcomes(
+        &self,
+        org_id: Uuid,
+        first: Uuid,
+        last: Uuid,
+    ) -> StoreResult<Vec<(Uuid, ChannelOutcome)>> {
+        let rows: Vec<(Uuid, String, i64, i64)> = on_pool!(self, |pool: Db| {
             sqlx::query_as(
-                "SELECT o.outcome, o.events, o.last_at FROM channel_outcomes o JOIN channels c ON c.id = o.channel_id
-                 WHERE c.org_id = $1 AND o.channel_id = $2 ORDER BY o.outcome",
+                "SELECT o.channel_id, o.outcome, o.events, o.last_at
+                 FROM channel_outcomes o JOIN channels c ON c.id = o.channel_id
+                 WHERE c.org_id = $1 AND o.channel_id >= $2 AND o.channel_id <= $3 ORDER BY o.channel_id, o.outcome",
             )
             .bind(org_id)
-            .bind(id)
+            .bind(first)
+            .bind(last)
             .fetch_all(pool)
             .await
         })
         .map_err(backend)?;
         Ok(rows
             .into_iter()
-            .map(|(outcome, events, last_at)| ChannelOutcome {
-                outcome,
-                events: events.max(0) as u64,
-                last_at: from_micros(last_at),
+            .map(|(id, outcome, events, last_at)| {
+                (id, ChannelOutcome { outcome, events: events.max(0) as u64, last_at: from_micros(last_at) })
             })
             .collect())
     }

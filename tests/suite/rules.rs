@@ -297,6 +297,16 @@ async fn webhooks_are_signed_as_standard_webhooks_and_private_targets_refused(ba
     let (_, shown) = app.get(&format!("/v1/rules/{rule_id}"), token).await;
     assert!(shown.get("secret").is_none() && !shown.to_string().contains(&secret[6..]), "{shown}");
     assert_eq!(shown["action"]["webhook"]["url"], hook_url);
+    // A URL whose path or query carries a token shows neither (it is sealed with the secret).
+    let tokened = format!("{hook_url}/T0/B0/SECRETPATH?token=SECRETQUERY");
+    let body = json!({"name": "tokened", "match": {"event_names": ["Nothing"]}, "action": {"webhook": {"url": tokened}}});
+    let (status, tokened_rule) = app.post("/v1/rules", token, body).await;
+    assert_eq!(status, 201, "{tokened_rule}");
+    let (_, listed) = app.get("/v1/rules", token).await;
+    for text in [tokened_rule.to_string(), listed.to_string()] {
+        assert!(!text.contains("SECRETPATH") && !text.contains("SECRETQUERY"), "{text}");
+    }
+    assert_eq!(tokened_rule["action"]["webhook"]["url"], format!("{hook_url}/…"));
 
     let records = test_support::cloudtrail_records("invictus-aws-dataset");
     let stop = records.iter().find(|r| r["eventName"] == "StopLogging").unwrap().clone();

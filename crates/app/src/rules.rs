@@ -63,19 +63,20 @@ fn routing_key(field: &str, key: &str, errors: &mut Invalid) -> String {
 }
 
 impl App {
-    /// The action's shown part and its secret, checked. A webhook's host must resolve to public
-    /// addresses only (checked again at every delivery).
-    async fn action(&self, input: &ActionInput, errors: &mut Invalid) -> (RuleAction, String, bool) {
+    /// The action's shown part, what is sealed of it (a routing key; a webhook's URL and secret),
+    /// and a webhook secret made for it. A webhook's host must resolve to public addresses only
+    /// (checked again at every delivery).
+    async fn action(&self, input: &ActionInput, errors: &mut Invalid) -> (RuleAction, String, Option<String>) {
         match input {
             ActionInput::PagerdutyAlert { routing_key: key, severity } => {
                 if !SEVERITIES.contains(&severity.as_str()) {
                     errors.push("action.pagerduty_alert.severity", format!("one of {}", SEVERITIES.join(", ")));
                 }
                 let key = routing_key("action.pagerduty_alert.routing_key", key, errors);
-                (RuleAction::PagerdutyAlert { severity: severity.clone() }, key, false)
+                (RuleAction::PagerdutyAlert { severity: severity.clone() }, key, None)
             }
             ActionInput::PagerdutyChange { routing_key: key } => {
-                (RuleAction::PagerdutyChange, routing_key("action.pagerduty_change.routing_key", key, errors), false)
+                (RuleAction::PagerdutyChange, routing_key("action.pagerduty_change.routing_key", key, errors), None)
             }
             ActionInput::Webhook { url, secret } => {
                 let allow_private = self.webhooks.allow_private_targets;
@@ -96,7 +97,10 @@ impl App {
                     }
                     None => (delivery::generate_webhook_secret(), true),
                 };
-                (RuleAction::Webhook { url: url.clone() }, secret, generated)
+                // The URL is sealed with the secret: it may itself be a credential.
+                let sealed = serde_json::to_string(&target::WebhookTarget { url: url.clone(), secret: secret.clone() })
+                    .unwrap_or_default();
+                (RuleAction::Webhook { url: target::shown_url(url) }, sealed, generated.then_some(secret))
             }
         }
     }
@@ -145,7 +149,7 @@ impl App {
         let name = errors.check(RuleSettings::validate_name(&input.name));
         errors.check(input.matcher.validate());
         let environment_ids = self.rule_environments(org_id, &input.environments, &mut errors).await;
-        let (action, secret, generated) = self.action(&input.action, &mut errors).await;
+        let (action, sealed, generated) = self.action(&input.action, &mut errors).await;
         errors.into_result()?;
         let settings = RuleSettings {
             name: name.unwrap_or_default(),
@@ -154,8 +158,8 @@ impl App {
             matcher: input.matcher,
             action,
         };
-        let rule = self.store.create_rule(org_id, &settings, &self.webhooks.secret_key.seal(&secret)).await?;
-        Ok((self.view(rule).await?, generated.then_some(secret)))
+        let rule = self.store.create_rule(org_id, &settings, &self.webhooks.secret_key.seal(&sealed)).await?;
+        Ok((self.view(rule).await?, generated))
     }
 
     pub async fn rule(&self, org_id: Uuid, id: Uuid) -> AppResult<RuleView> {
@@ -197,7 +201,7 @@ impl App {
             let (action, secret, generated) = self.action(input, &mut errors).await;
             settings.action = action;
             sealed = Some(self.webhooks.secret_key.seal(&secret));
-            shown = generated.then_some(secret);
+            shown = generated;
         }
         errors.into_result()?;
         let rule = self

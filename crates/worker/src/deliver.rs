@@ -203,7 +203,12 @@ impl Deliverer {
                 let body = delivery::pagerduty_change_body(secret, rule, item);
                 answer_of(self.pagerduty.post(format!("{base}/v2/change/enqueue")).json(&body).send().await).await
             }
-            RuleAction::Webhook { url } => self.send_webhook(due, rule, url, secret, item).await,
+            RuleAction::Webhook { .. } => match serde_json::from_str::<target::WebhookTarget>(secret) {
+                Ok(webhook) => self.send_webhook(due, rule, &webhook.url, &webhook.secret, item).await,
+                Err(_) => {
+                    AttemptResult::Refused { status: None, error: "the rule's webhook target cannot be read".into() }
+                }
+            },
         }
     }
 

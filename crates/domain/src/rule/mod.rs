@@ -203,7 +203,9 @@ pub enum RuleAction {
     PagerdutyAlert { severity: String },
     /// A PagerDuty change event (`/v2/change/enqueue`): shown beside incidents as a recent change.
     PagerdutyChange,
-    /// A POST signed as Standard Webhooks.
+    /// A POST signed as Standard Webhooks. The URL itself may be a credential (many services
+    /// put a token in its path or query), so it is sealed with the secret; this is what is
+    /// shown of it (see [`target::shown_url`]).
     Webhook { url: String },
 }
 

@@ -60,6 +60,31 @@ pub fn parse_webhook_url(field: &str, text: &str, allow_private: bool) -> Result
     Ok(WebhookUrl { url: text.to_owned(), host: host.to_owned(), port })
 }
 
+/// What is shown of a webhook URL: its scheme, host and first path segment, the rest (where
+/// services put tokens: `/services/T0/B0/XXXX`, `?key=`) hidden as `…`.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "…".to_owned() };
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let mut shown = format!("{scheme}://{authority}");
+    let path = path.split('?').next().unwrap_or("");
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    if let Some(first) = segments.next() {
+        shown.push('/');
+        shown.push_str(first);
+    }
+    if segments.next().is_some() || url.contains('?') {
+        shown.push_str("/…");
+    }
+    shown
+}
+
+/// A webhook's URL and signing secret, sealed together: what a delivery unseals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: String,
+}
+
 fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
@@ -169,5 +194,14 @@ mod tests {
             assert!(parse_webhook_url("url", bad, false).is_err(), "{bad} must be refused");
         }
         assert!(parse_webhook_url("url", "http://127.0.0.1:9000/hook", true).is_ok());
+    }
+
+    #[test]
+    fn shown_urls_hide_what_may_be_a_token() {
+        assert_eq!(shown_url("https://hooks.slack.com/services/T0/B0/XXXX"), "https://hooks.slack.com/services/…");
+        assert_eq!(shown_url("https://example.com/hook?token=abc"), "https://example.com/hook/…");
+        assert_eq!(shown_url("https://example.com/hook"), "https://example.com/hook");
+        assert_eq!(shown_url("https://example.com"), "https://example.com");
+        assert_eq!(shown_url("https://example.com?k=1"), "https://example.com/…");
     }
 }

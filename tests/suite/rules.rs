@@ -299,7 +299,8 @@ async fn webhooks_are_signed_as_standard_webhooks_and_private_targets_refused(ba
     assert_eq!(shown["action"]["webhook"]["url"], hook_url);
     // A URL whose path or query carries a token shows neither (it is sealed with the secret).
     let tokened = format!("{hook_url}/T0/B0/SECRETPATH?token=SECRETQUERY");
-    let body = json!({"name": "tokened", "match": {"event_names": ["Nothing"]}, "action": {"webhook": {"url": tokened}}});
+    let body =
+        json!({"name": "tokened", "match": {"event_names": ["Nothing"]}, "action": {"webhook": {"url": tokened}}});
     let (status, tokened_rule) = app.post("/v1/rules", token, body).await;
     assert_eq!(status, 201, "{tokened_rule}");
     let (_, listed) = app.get("/v1/rules", token).await;

@@ -182,6 +182,10 @@ async fn matches_are_delivered_exactly_once_after_retries(backend: Backend) {
     assert!(trail_changes.is_subset(&expected));
     assert!(expected.len() > 100, "the real data matches the presets {} times", expected.len());
 
+    let (pending, oldest) = app.db.store.outbox_backlog().await.unwrap();
+    assert_eq!(pending as usize, expected.len() + 13, "the outbox holds every match before delivery");
+    assert!(oldest.is_some());
+
     // Deliver until PagerDuty has accepted as many as there are matches, retries and all.
     let deliverer = deliverer(&app, &pd_url, false);
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -206,6 +210,8 @@ async fn matches_are_delivered_exactly_once_after_retries(backend: Backend) {
     let sample = pd.accepted.lock().unwrap()[0].clone();
     assert_eq!(sample["payload"]["severity"], "critical");
     assert!(sample["payload"]["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    assert_eq!(app.db.store.outbox_backlog().await.unwrap(), (0, None), "nothing left pending");
 
     // The refused rule: each delivery failed at its first (400) attempt, never retried.
     let (status, deliveries) = app.get(&format!("/v1/rules/{refused_id}/deliveries?limit=500"), token).await;

@@ -350,6 +350,9 @@ pub trait Rules: Send + Sync {
     async fn list_rule_deliveries(&self, org_id: Uuid, rule_id: Uuid, limit: u32) -> StoreResult<Vec<RuleDelivery>>;
     /// Frees every delivery lease of a worker that is stopping.
     async fn release_delivery_leases(&self, owner: &str) -> StoreResult<()>;
+    /// The outbox's backlog across organisations: how many deliveries are pending, and when the
+    /// oldest of them was made (for an alarm on a stuck outbox).
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<OffsetDateTime>)>;
 }
 
 /// The whole store, as the application holds it.

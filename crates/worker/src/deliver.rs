@@ -52,6 +52,9 @@ impl DeliverySettings {
 /// target's may be anything).
 const MAX_ANSWER_BYTES: usize = 4096;
 
+/// How often a running deliverer reads the outbox's backlog for its gauges.
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
 /// One worker process's sender of the outbox.
 pub struct Deliverer {
     store: Arc<dyn Store>,
@@ -79,8 +82,13 @@ impl Deliverer {
     /// under way finish and frees the leases.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut running: JoinSet<()> = JoinSet::new();
+        let mut backlog_read_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
+            if backlog_read_at.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                self.report_backlog().await;
+                backlog_read_at = Some(Instant::now());
+            }
             let free = self.settings.concurrency.saturating_sub(running.len()) as u32;
             let claimed = if free > 0 { self.claim(free).await } else { Vec::new() };
             let idle = claimed.is_empty();
@@ -118,6 +126,19 @@ impl Deliverer {
                 running.spawn(async move { deliverer.deliver(due).await });
             }
             while running.join_next().await.is_some() {}
+        }
+    }
+
+    /// `changetrail_rule_outbox_pending` and `changetrail_rule_outbox_oldest_pending_seconds`:
+    /// what an operator alarms on when deliveries stop going out.
+    async fn report_backlog(&self) {
+        match self.store.outbox_backlog().await {
+            Ok((pending, oldest)) => {
+                metrics::gauge!("changetrail_rule_outbox_pending").set(pending as f64);
+                let age = oldest.map_or(0.0, |t| (domain::time_util::now() - t).as_seconds_f64().max(0.0));
+                metrics::gauge!("changetrail_rule_outbox_oldest_pending_seconds").set(age);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox's backlog"),
         }
     }
 

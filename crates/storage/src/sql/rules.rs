@@ -378,4 +378,15 @@ impl Rules for SqlStore {
         })
         .map_err(backend)
     }
+
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<OffsetDateTime>)> {
+        // Reads the partial index of pending rows only.
+        let (count, oldest): (i64, Option<i64>) = on_pool!(self, |pool: Db| {
+            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM rule_deliveries WHERE status = 'pending'")
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(backend)?;
+        Ok((count.max(0) as u64, oldest.map(from_micros)))
+    }
 }

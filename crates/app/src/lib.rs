@@ -22,7 +22,7 @@ pub use channels::{AuditEventsAnswer, AuditEventsCall, CallRefused, ChannelInput
 pub use connections::RegionImport;
 pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};
-pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView};
+pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView, TargetRefusal};
 pub use sources::{HookDelivery, HookOutcome, NewSource, SourcePatch, WebhookSettings, MAX_DELIVERIES};
 pub use timeline::Suspects;
 

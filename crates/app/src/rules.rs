@@ -83,7 +83,7 @@ impl App {
                 match target::parse_webhook_url("action.webhook.url", url, allow_private) {
                     Ok(parsed) => {
                         if let Err(why) = public_addresses(&parsed, allow_private).await {
-                            errors.push("action.webhook.url", why);
+                            errors.push("action.webhook.url", why.to_string());
                         }
                     }
                     Err(Invalid(e)) => errors.0.extend(e),
@@ -133,14 +133,32 @@ impl App {
     }
 
     async fn view(&self, rule: Rule) -> AppResult<RuleView> {
-        let refs: Vec<EnvironmentRef> =
-            rule.settings.environment_ids.iter().map(|id| EnvironmentRef::Id(*id)).collect();
-        let environments = if refs.is_empty() {
-            Vec::new()
-        } else {
-            self.store.find_environments(rule.org_id, &refs).await?.into_iter().map(|e| e.slug).collect()
+        Ok(self.views(vec![rule]).await?.remove(0))
+    }
+
+    /// Rules as shown, their environments' slugs read in one query for all of them.
+    async fn views(&self, rules: Vec<Rule>) -> AppResult<Vec<RuleView>> {
+        let mut ids: Vec<Uuid> = rules.iter().flat_map(|r| r.settings.environment_ids.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = match rules.first() {
+            Some(rule) if !ids.is_empty() => {
+                let refs: Vec<EnvironmentRef> = ids.into_iter().map(EnvironmentRef::Id).collect();
+                self.store.find_environments(rule.org_id, &refs).await?
+            }
+            _ => Vec::new(),
         };
-        Ok(RuleView { rule, environments })
+        Ok(rules
+            .into_iter()
+            .map(|rule| {
+                let environments = found
+                    .iter()
+                    .filter(|e| rule.settings.environment_ids.contains(&e.id))
+                    .map(|e| e.slug.clone())
+                    .collect();
+                RuleView { rule, environments }
+            })
+            .collect())
     }
 
     /// A new rule; the answer's second part is a webhook secret made for it (shown this once).
@@ -169,11 +187,7 @@ impl App {
 
     pub async fn rules(&self, org_id: Uuid, page: PageRequest) -> AppResult<Page<RuleView>> {
         let page = self.store.list_rules(org_id, page).await?;
-        let mut items = Vec::with_capacity(page.items.len());
-        for rule in page.items {
-            items.push(self.view(rule).await?);
-        }
-        Ok(Page { items, next_cursor: page.next_cursor })
+        Ok(Page { items: self.views(page.items).await?, next_cursor: page.next_cursor })
     }
 
     pub async fn update_rule(&self, org_id: Uuid, id: Uuid, patch: RulePatch) -> AppResult<(RuleView, Option<String>)> {
@@ -227,20 +241,32 @@ impl App {
     }
 }
 
+/// Why a webhook's host gives no address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetRefusal {
+    /// It resolves to an address that is not public: refused for good.
+    #[error("{0}")]
+    NotPublic(String),
+    /// It does not resolve (now): worth another try.
+    #[error("{0}")]
+    Unresolved(String),
+}
+
 /// Resolves a webhook's host and answers the one address to connect to, or why none may be:
 /// every address it resolves to must be public (one private answer is enough to refuse, as an
 /// attacker's DNS may alternate).
-pub async fn public_addresses(url: &WebhookUrl, allow_private: bool) -> Result<std::net::SocketAddr, String> {
+pub async fn public_addresses(url: &WebhookUrl, allow_private: bool) -> Result<std::net::SocketAddr, TargetRefusal> {
+    let unresolved = |why: String| TargetRefusal::Unresolved(why);
     let resolved: Vec<std::net::SocketAddr> = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         tokio::net::lookup_host((url.host.trim_start_matches('[').trim_end_matches(']'), url.port)),
     )
     .await
-    .map_err(|_| format!("{} did not resolve within 5 s", url.host))?
-    .map_err(|e| format!("{} does not resolve: {e}", url.host))?
+    .map_err(|_| unresolved(format!("{} did not resolve within 5 s", url.host)))?
+    .map_err(|e| unresolved(format!("{} does not resolve: {e}", url.host)))?
     .collect();
     if let Some(bad) = resolved.iter().find(|a| !allow_private && !target::is_public(a.ip())) {
-        return Err(format!("{} {}", url.host, target::forbidden_reason(bad.ip())));
+        return Err(TargetRefusal::NotPublic(format!("{} {}", url.host, target::forbidden_reason(bad.ip()))));
     }
-    resolved.first().copied().ok_or_else(|| format!("{} resolves to no address", url.host))
+    resolved.first().copied().ok_or_else(|| unresolved(format!("{} resolves to no address", url.host)))
 }

@@ -85,10 +85,15 @@ fn parse_amz_date(value: &str) -> Option<SystemTime> {
 /// The access key id a request claims to be signed with, if its `Authorization` names one;
 /// otherwise why the request is not signed, as AWS says it.
 pub fn claimed_access_key(request: &ArrivedRequest<'_>) -> Result<String, SignatureRefusal> {
+    authorization(request).map(|a| a.access_key_id.to_owned())
+}
+
+/// The request's `Authorization`, read, or why it cannot be, as AWS says it.
+fn authorization<'a>(request: &'a ArrivedRequest<'_>) -> Result<Authorization<'a>, SignatureRefusal> {
     let Some(value) = header(request, "authorization") else {
         return Err(refuse("MissingAuthenticationTokenException", "Missing Authentication Token"));
     };
-    parse_authorization(value).map(|a| a.access_key_id.to_owned()).ok_or_else(|| {
+    parse_authorization(value).ok_or_else(|| {
         refuse("IncompleteSignatureException", "the Authorization header is not an AWS4-HMAC-SHA256 signature")
     })
 }
@@ -102,9 +107,7 @@ pub fn verify(
     secret: &str,
     now: SystemTime,
 ) -> Result<(), SignatureRefusal> {
-    claimed_access_key(request)?;
-    let auth = parse_authorization(header(request, "authorization").unwrap_or_default())
-        .ok_or_else(|| refuse("IncompleteSignatureException", "the Authorization header cannot be read"))?;
+    let auth = authorization(request)?;
     if auth.service != service {
         return Err(refuse(
             "InvalidSignatureException",

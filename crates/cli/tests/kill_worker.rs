@@ -19,12 +19,12 @@ fn worker(db_url: &str, aws_url: &str) -> Child {
     worker_with(db_url, aws_url, &[])
 }
 
-fn worker_with(db_url: &str, aws_url: &str, env: &[(&str, &str)]) -> Child {
+fn worker_with(db_url: &str, aws_url: &str, env: &[(&str, String)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_changetrail"))
         .arg("worker")
         .env_clear()
         .env("CHANGETRAIL_DATA_DIR", std::env::temp_dir().join(format!("changetrail-worker-{}", Uuid::now_v7())))
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("CHANGETRAIL_DATABASE_URL", db_url)
         .env("CHANGETRAIL_IMPORT_LEASE", "3s")
         .env("CHANGETRAIL_LOG", "warn")
@@ -168,11 +168,8 @@ async fn killed_worker_loses_no_page(backend: Backend) {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
     let secret_key = key.to_base64();
-    let env =
-        |pd: &str| vec![("CHANGETRAIL_PAGERDUTY_URL", pd.to_owned()), ("CHANGETRAIL_SECRET_KEY", secret_key.clone())];
-    let first_env = env(&silent_url);
-    let first_env: Vec<(&str, &str)> = first_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut first = worker_with(&db.url, &standin.url(), &first_env);
+    let env = |pd: &str| [("CHANGETRAIL_PAGERDUTY_URL", pd.to_owned()), ("CHANGETRAIL_SECRET_KEY", secret_key.clone())];
+    let mut first = worker_with(&db.url, &standin.url(), &env(&silent_url));
     let deliveries = |rule: Uuid| {
         let store = store.clone();
         async move { store.list_rule_deliveries(org_id, rule, 500).await.unwrap() }
@@ -205,9 +202,7 @@ async fn killed_worker_loses_no_page(backend: Backend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pd_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let second_env = env(&pd_url);
-    let second_env: Vec<(&str, &str)> = second_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut second = worker_with(&db.url, &standin.url(), &second_env);
+    let mut second = worker_with(&db.url, &standin.url(), &env(&pd_url));
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         let job = store.list_import_jobs(org_id, connection_id).await.unwrap().remove(0);

@@ -251,8 +251,8 @@ impl Deliverer {
         };
         let address = match app::public_addresses(&parsed, allow_private).await {
             Ok(address) => address,
-            Err(why) if why.contains("non-public") => return refused(format!("the webhook target is refused: {why}")),
-            Err(why) => return AttemptResult::Retryable { status: None, error: why },
+            Err(app::TargetRefusal::NotPublic(why)) => return refused(format!("the webhook target is refused: {why}")),
+            Err(app::TargetRefusal::Unresolved(why)) => return AttemptResult::Retryable { status: None, error: why },
         };
         let Ok(key) = delivery::webhook_key(secret) else {
             return refused("the rule's webhook secret is unusable".into());

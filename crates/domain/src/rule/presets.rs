@@ -304,12 +304,8 @@ pub(crate) fn field<'a>(record: &'a serde_json::Value, path: &str) -> Option<std
 }
 
 impl Clause {
-    pub fn holds(&self, record: &serde_json::Value) -> bool {
-        self.holds_for(field(record, self.field))
-    }
-
     /// The test on a field's value, however it was read.
-    pub(crate) fn holds_for(&self, value: Option<std::borrow::Cow<'_, str>>) -> bool {
+    pub(crate) fn holds(&self, value: Option<std::borrow::Cow<'_, str>>) -> bool {
         match self.test {
             Test::AnyOf(patterns) => value.is_some_and(|v| patterns.iter().any(|p| super::glob_match(p, &v))),
             Test::Not(unwanted) => value.is_none_or(|v| v != unwanted),
@@ -325,7 +321,7 @@ impl Preset {
 
     /// As [`Preset::matches`], reading fields through `field_of` (which may know some already).
     pub(crate) fn matches_with<'a>(&self, field_of: impl Fn(&str) -> Option<std::borrow::Cow<'a, str>>) -> bool {
-        self.any_of.iter().any(|clauses| clauses.iter().all(|c| c.holds_for(field_of(c.field))))
+        self.any_of.iter().any(|clauses| clauses.iter().all(|c| c.holds(field_of(c.field))))
     }
 
     /// The `eventName`s this preset can match, when every alternative names them as literals.

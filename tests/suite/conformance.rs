@@ -184,6 +184,7 @@ async fn connections_round_trip_and_keep_their_external_id(backend: Backend) {
         lookback_days: 30,
         include_read_only: true,
         enabled: true,
+        event_filter: Default::default(),
     };
     let external_id = ExternalId::generate();
     let created = db.store.create_connection(a.id, &settings, &external_id).await.unwrap();

@@ -21,6 +21,7 @@ on_both_backends!(
     a_role_of_another_account_starts_the_import_over,
     a_run_waiting_out_throttling_keeps_its_lease,
     a_rule_change_during_a_run_links_its_later_pages_anew,
+    the_event_filter_drops_noise_counts_it_once_and_a_reimport_brings_it_back,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -37,8 +38,13 @@ pub struct Setup {
 }
 
 /// An app, a stand-in and an active connection to `ACCOUNT` in us-east-1, linked by default to
-/// the environment `production`.
+/// the environment `production`, that keeps every change (session noise too: these tests count
+/// exact sets of the real records).
 pub async fn setup(backend: Backend) -> Option<Setup> {
+    setup_with_filter(backend, json!({"exclude_session_noise": false})).await
+}
+
+pub async fn setup_with_filter(backend: Backend, event_filter: serde_json::Value) -> Option<Setup> {
     let standin = test_support::start_standin().await;
     let access = test_support::aws_access(&standin.url(), None).await;
     let aws = access.aws.clone();
@@ -49,7 +55,8 @@ pub async fn setup(backend: Backend) -> Option<Setup> {
         .post(
             "/v1/connections",
             &org.admin_token,
-            json!({"name": "prod", "regions": ["us-east-1"], "default_environment": "production", "lookback_days": 1}),
+            json!({"name": "prod", "regions": ["us-east-1"], "default_environment": "production", "lookback_days": 1,
+                   "event_filter": event_filter}),
         )
         .await;
     assert_eq!(status, 201, "{c}");
@@ -123,16 +130,7 @@ async fn backfill_stores_exactly_the_changes_despite_failures_and_throttling(bac
     // Pace faster than AWS allows, so the stand-in throttles often.
     let settings = ImportSettings { call_interval: Duration::from_millis(250), ..test_settings() };
     let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), settings);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        importer.run_due_jobs_once().await;
-        let job = &s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap()[0];
-        if job.scanned_until >= now && job.walk.is_none() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the backfill did not finish in 2 minutes: {job:?}");
-        s.app.db.store.request_import(s.org_id, s.connection_id).await.unwrap();
-    }
+    import_until_caught_up(&s, &importer, now).await;
     let stored = stored(&s).await;
     assert_eq!(stored, expected, "exactly the changes, each once");
     let (served, throttled) = s.standin.standin.lookup_counts();
@@ -476,4 +474,79 @@ async fn a_rule_change_during_a_run_links_its_later_pages_anew(backend: Backend)
     assert!(!expected.is_empty());
     assert_eq!(timeline("production").await, 0, "nothing linked under the old rules");
     assert_eq!(timeline("staging").await, expected.len(), "every change linked under the new ones");
+}
+
+/// Imports until every region has walked up to `now`.
+async fn import_until_caught_up(s: &Setup, importer: &std::sync::Arc<Importer>, now: OffsetDateTime) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        importer.run_due_jobs_once().await;
+        let job = &s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap()[0];
+        if job.scanned_until >= now && job.walk.is_none() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the import did not finish in 2 minutes: {job:?}");
+        s.app.db.store.request_import(s.org_id, s.connection_id).await.unwrap();
+    }
+}
+
+async fn the_event_filter_drops_noise_counts_it_once_and_a_reimport_brings_it_back(backend: Backend) {
+    let s = match setup_with_filter(backend, json!({})).await {
+        Some(s) => s,
+        None => {
+            return test_support::skipped("the_event_filter_drops_noise_counts_it_once_and_a_reimport_brings_it_back")
+        }
+    };
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let writes = seed_last_half_hour(&s);
+    let key_of = |pred: &dyn Fn(&str, &str) -> bool| -> BTreeSet<String> {
+        records
+            .iter()
+            .filter(|r| r["readOnly"] == false)
+            .filter(|r| pred(r["eventSource"].as_str().unwrap(), r["eventName"].as_str().unwrap()))
+            .map(|r| r["eventID"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let noise = key_of(&|source, name| domain::noise::SESSION_NOISE.contains(&(source, name)));
+    assert_eq!(noise.len(), 59, "the real records' session noise");
+    let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
+    import_until_caught_up(&s, &importer, OffsetDateTime::now_utc()).await;
+    let first: BTreeSet<String> = stored(&s).await.into_iter().collect();
+    let all: BTreeSet<String> = writes.iter().cloned().collect();
+    assert_eq!(first, &all - &noise, "every change but the session noise");
+    let path = format!("/v1/connections/{}", s.connection_id);
+    let (_, connection) = s.app.get(&path, &s.token).await;
+    assert_eq!(connection["events_excluded"], 59, "{connection}");
+    assert_eq!(connection["event_filter"]["exclude_session_noise"], true);
+
+    // A run over the same window meets the noise again: it is counted once.
+    s.app
+        .db
+        .store
+        .restart_imports(s.org_id, s.connection_id, OffsetDateTime::now_utc() - time::Duration::days(1))
+        .await
+        .unwrap();
+    import_until_caught_up(&s, &importer, OffsetDateTime::now_utc()).await;
+    assert_eq!(s.app.get(&path, &s.token).await.1["events_excluded"], 59);
+
+    // Keep the noise but drop SSM: after a re-import the noise is there; SSM changes already
+    // stored stay, and are counted as dropped by the new filter.
+    let filter = json!({"exclude_session_noise": false, "exclude_event_sources": ["ssm.*"]});
+    let (status, patched) = s.app.call("PATCH", &path, Some(&s.token), Some(json!({"event_filter": filter}))).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["event_filter"]["exclude_event_sources"], json!(["ssm.*"]));
+    let (status, _) = s.app.call("POST", &format!("{path}/reimport"), Some(&s.token), None).await;
+    assert_eq!(status, 202);
+    import_until_caught_up(&s, &importer, OffsetDateTime::now_utc()).await;
+    let after: BTreeSet<String> = stored(&s).await.into_iter().collect();
+    let ssm_noise =
+        key_of(&|source, name| source == "ssm.amazonaws.com" && domain::noise::SESSION_NOISE.contains(&(source, name)));
+    assert_eq!(after, &all - &ssm_noise, "the other noise came back with the re-import");
+    let ssm = key_of(&|source, _| source == "ssm.amazonaws.com");
+    let dropped: BTreeSet<String> = noise.union(&ssm).cloned().collect();
+    assert_eq!(s.app.get(&path, &s.token).await.1["events_excluded"], dropped.len(), "each dropped event counted once");
+
+    let (status, p) =
+        s.app.call("PATCH", &path, Some(&s.token), Some(json!({"event_filter": {"exclude_actors": [""]}}))).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("event_filter.exclude_actors[0]")), "{p}");
 }

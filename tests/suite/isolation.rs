@@ -100,6 +100,8 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     walk("GET", "/v1/connections/{id}/imports");
     assert_eq!(app.post(&format!("{conn}/sync"), bt, json!({})).await.0, 404);
     walk("POST", "/v1/connections/{id}/sync");
+    assert_eq!(app.post(&format!("{conn}/reimport"), bt, json!({})).await.0, 404);
+    walk("POST", "/v1/connections/{id}/reimport");
     assert_eq!(app.post(&format!("{conn}/push"), bt, json!({})).await.0, 404, "B cannot rotate A's push secret");
     walk("POST", "/v1/connections/{id}/push");
     // B's own push secret does not open A's push URL.

@@ -429,6 +429,7 @@ async fn every_write_path_matches_new_items_only(backend: Backend) {
         lookback_days: 7,
         include_read_only: false,
         enabled: true,
+        event_filter: Default::default(),
     };
     let connection = app.db.store.create_connection(org.id, &settings, &domain::ExternalId::generate()).await.unwrap();
     let records = test_support::cloudtrail_records("invictus-aws-dataset");

@@ -121,6 +121,22 @@ impl App {
 
     /// Makes every region of an active connection due now.
     pub async fn sync_connection(&self, org_id: Uuid, id: Uuid) -> AppResult<()> {
+        let connection = self.active_connection(org_id, id).await?;
+        self.store.request_import(org_id, connection.id).await?;
+        Ok(())
+    }
+
+    /// Walks an active connection's `lookback_days` again, now: what its filter or its
+    /// read-only setting dropped before and lets through now is stored; the rest, already
+    /// stored, stays stored once.
+    pub async fn reimport_connection(&self, org_id: Uuid, id: Uuid) -> AppResult<()> {
+        let connection = self.active_connection(org_id, id).await?;
+        let start = domain::time_util::now() - time::Duration::days(i64::from(connection.settings.lookback_days));
+        self.store.restart_imports(org_id, connection.id, start).await?;
+        Ok(())
+    }
+
+    async fn active_connection(&self, org_id: Uuid, id: Uuid) -> AppResult<Connection> {
         let connection = self.connection(org_id, id).await?;
         if connection.status != ConnectionStatus::Active {
             return Err(AppError::refused(
@@ -129,8 +145,7 @@ impl App {
                 "only an active connection imports; register a working role first",
             ));
         }
-        self.store.request_import(org_id, connection.id).await?;
-        Ok(())
+        Ok(connection)
     }
 
     /// changetrail's own AWS identity, which trust policies name.

@@ -128,6 +128,12 @@ impl App {
         if event.read_only && !connection.settings.include_read_only {
             return Ok(PushOutcome::Ignored("a read-only event: this connection keeps changes only"));
         }
+        let details = event.details.cloudtrail();
+        let filter = &connection.settings.event_filter;
+        if details.is_some_and(|d| filter.excludes(&d.event_name, &d.event_source, event.actor.as_deref()).is_some()) {
+            self.store.count_excluded_event(connection.org_id, connection.id, &event.source_key).await?;
+            return Ok(PushOutcome::Ignored("dropped by this connection's event filter (counted in events_excluded)"));
+        }
         // As for an import page: linked under the connection's rules, and linked again if they
         // change before the event is stored.
         let mut current = connection.clone();

@@ -128,6 +128,8 @@ fn to_lookup_event(e: &Event) -> LookupEvent {
                 Some(Resource {
                     resource_type: r.resource_type().map(str::to_owned),
                     name: r.resource_name()?.to_owned(),
+                    arn: None,
+                    primary: false,
                 })
             })
             .collect(),

@@ -213,6 +213,7 @@ pub(crate) async fn throughput(events: usize) -> anyhow::Result<()> {
                 window_end: now,
                 lease_until: now + time::Duration::days(3),
                 links_version: 0,
+                excluded: Vec::new(),
             };
             store.save_import_page(&lease, &normalized, &progress).await?;
         }

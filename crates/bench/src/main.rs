@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 mod channels;
 mod importer;
+mod normalize;
 mod push;
 mod rules;
 mod timeline;
@@ -77,6 +78,7 @@ pub(crate) async fn connection(
         lookback_days: 1,
         include_read_only: false,
         enabled: true,
+        event_filter: Default::default(),
     };
     let c = store.create_connection(org.id, &settings, &ExternalId::generate()).await?;
     let role = format!("arn:aws:iam::{account}:role/reader");
@@ -155,9 +157,10 @@ async fn main() -> anyhow::Result<()> {
         Some("timeline") => timeline::timeline(args.get(1).map_or(Ok(10_000_000), |s| s.parse())?).await,
         Some("push") => push::push(args.get(1).map_or(Ok(20), |s| s.parse())?).await,
         Some("channels") => channels::channels(args.get(1).map_or(Ok(20), |s| s.parse())?).await,
+        Some("normalize") => normalize::normalize(args.get(1).map_or(Ok(20), |s| s.parse())?),
         Some("rules") => rules::rules(args.get(1).map_or(Ok(5000), |s| s.parse())?).await,
         _ => anyhow::bail!(
-            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS] | rules [DELIVERIES]"
+            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS] | rules [DELIVERIES] | normalize [PASSES]"
         ),
     }
 }

@@ -151,11 +151,14 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+    let connection: serde_json::Value =
+        call(reqwest::Method::GET, &format!("/v1/connections/{id}"), serde_json::Value::Null).await?.json().await?;
+    let excluded = connection["events_excluded"].as_i64().unwrap_or(0);
     // A closed stdout (`demo | head`) must not stop the demo, so no println!.
     let _ = writeln!(
         std::io::stdout(),
         "changetrail demo on {base} (database in {dir}), with an AWS stand-in on {aws} serving 200 real CloudTrail records.\n\
-         Imported {imported} changes into the environment 'production'. See them:\n\n    \
+         Imported {imported} changes into the environment 'production' ({excluded} session events left out by the connection's event_filter). See them:\n\n    \
          curl -s -H \"Authorization: Bearer {token}\" '{base}/v1/environments/production/timeline?limit=20'\n\n\
          The import's progress:\n\n    \
          curl -s -H \"Authorization: Bearer {token}\" {base}/v1/connections/{id}/imports\n\n\

@@ -53,6 +53,7 @@ async fn backfill(db: &TestDb, standin: &aws_standin::RunningStandin) -> (Uuid, 
         lookback_days: 7,
         include_read_only: false,
         enabled: true,
+        event_filter: domain::noise::EventFilter { exclude_session_noise: false, ..Default::default() },
     };
     let connection = store.create_connection(org.id, &settings, &ExternalId::generate()).await.unwrap();
     standin.standin.add_role(aws_standin::RoleSpec {

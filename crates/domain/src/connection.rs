@@ -86,6 +86,8 @@ pub struct Connection {
     /// once and never stored).
     pub push_secret: Option<crate::token::TokenHash>,
     pub push_secret_created_at: Option<OffsetDateTime>,
+    /// Events its `event_filter` dropped, on import and push.
+    pub events_excluded: i64,
 }
 
 pub const DEFAULT_LOOKBACK_DAYS: u16 = 7;
@@ -104,6 +106,8 @@ pub struct ConnectionSettings {
     pub include_read_only: bool,
     /// A disabled connection keeps its role and progress but is not imported.
     pub enabled: bool,
+    /// Which events are kept, on import and push alike.
+    pub event_filter: crate::noise::EventFilter,
 }
 
 pub fn parse_name(name: &str) -> Result<String, Invalid> {
@@ -222,6 +226,8 @@ pub struct SettingsPatch {
     pub lookback_days: Option<i64>,
     pub include_read_only: Option<bool>,
     pub enabled: Option<bool>,
+    /// The filter as it came, replacing the old one whole.
+    pub event_filter: Option<serde_json::Value>,
     /// The admin tried to set the external ID, which is always an error.
     pub external_id_given: bool,
 }
@@ -239,6 +245,7 @@ impl ConnectionSettings {
             lookback_days: DEFAULT_LOOKBACK_DAYS,
             include_read_only: false,
             enabled: true,
+            event_filter: crate::noise::EventFilter::default(),
         }
     }
 
@@ -274,6 +281,9 @@ impl ConnectionSettings {
         }
         if patch.lookback_days.is_some() {
             settings.lookback_days = errors.check(parse_lookback_days(patch.lookback_days)).unwrap_or_default();
+        }
+        if let Some(filter) = patch.event_filter {
+            settings.event_filter = errors.check(crate::noise::EventFilter::parse(filter)).unwrap_or_default();
         }
         settings.include_read_only = patch.include_read_only.unwrap_or(settings.include_read_only);
         settings.enabled = patch.enabled.unwrap_or(settings.enabled);

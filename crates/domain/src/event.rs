@@ -78,11 +78,25 @@ impl IngestPath {
     }
 }
 
+/// A thing an item is about. For CloudTrail, `type` is the CloudFormation type
+/// (`AWS::EC2::SecurityGroup`), `name` its id or name, `arn` its ARN when the record gives it or
+/// it can be derived, and `primary` marks the one resource the change is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Resource {
     #[serde(rename = "type")]
     pub resource_type: Option<String>,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary: bool,
+}
+
+impl Resource {
+    /// A resource known only by its kind and name (a posted deploy's service).
+    pub fn named(resource_type: &str, name: impl Into<String>) -> Resource {
+        Resource { resource_type: Some(resource_type.to_owned()), name: name.into(), arn: None, primary: false }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

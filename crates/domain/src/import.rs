@@ -60,6 +60,9 @@ pub struct PageProgress {
     /// The connection's `links_version` the page's events were linked under: when the rules
     /// changed since, the page is refused with `StoreError::LinksChanged` and linked again.
     pub links_version: i64,
+    /// The source keys of the page's events the connection's filter dropped: each is counted
+    /// once in its `events_excluded`.
+    pub excluded: Vec<String>,
 }
 
 /// How a run ended, for the lease table.

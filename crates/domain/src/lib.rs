@@ -9,6 +9,7 @@ pub mod environment;
 pub mod event;
 pub mod import;
 pub mod linking;
+pub mod noise;
 pub mod organization;
 pub mod page;
 pub mod posted;

@@ -25,7 +25,10 @@ impl<'a> LinkFacts<'a> {
         LinkFacts {
             region: cloudtrail.map_or("", |d| d.region.as_str()),
             event_source: cloudtrail.map_or("", |d| d.event_source.as_str()),
-            resources: resources.iter().map(|r| r.name.as_str()).collect(),
+            resources: resources
+                .iter()
+                .flat_map(|r| std::iter::once(r.name.as_str()).chain(r.arn.as_deref()))
+                .collect(),
             actor,
         }
     }

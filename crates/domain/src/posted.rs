@@ -136,7 +136,7 @@ pub fn deploy(input: DeployInput<'_>) -> Result<Posted, Invalid> {
             title,
             actor,
             read_only: false,
-            resources: vec![Resource { resource_type: Some("service".into()), name: service.clone() }],
+            resources: vec![Resource::named("service", service.clone())],
             labels,
             links,
             details: Details::Other(json!({
@@ -200,10 +200,7 @@ pub fn alert(input: AlertInput<'_>) -> Result<Posted, Invalid> {
             title: format!("{} alert ({}): {title}", input.severity, input.status),
             actor: None,
             read_only: false,
-            resources: service
-                .iter()
-                .map(|s| Resource { resource_type: Some("service".into()), name: s.clone() })
-                .collect(),
+            resources: service.iter().map(|s| Resource::named("service", s.clone())).collect(),
             labels,
             links: url.iter().map(|u| Link { href: u.clone(), text: source.clone() }).collect(),
             details: Details::Other(json!({
@@ -274,10 +271,7 @@ pub fn change(input: ChangeInput<'_>) -> Result<Posted, Invalid> {
             title: summary.clone(),
             actor,
             read_only: false,
-            resources: services
-                .iter()
-                .map(|s| Resource { resource_type: Some("service".into()), name: s.clone() })
-                .collect(),
+            resources: services.iter().map(|s| Resource::named("service", s.clone())).collect(),
             labels,
             links,
             details: Details::Other(json!({ "summary": summary, "services": services })),

@@ -277,10 +277,7 @@ pub mod github {
             title: truncate(format!("{who} merged #{number} {title} into {base} ({repository})"), 1024),
             actor: person.map(str::to_owned),
             read_only: false,
-            resources: vec![
-                Resource { resource_type: Some("repository".into()), name: repository.into() },
-                Resource { resource_type: Some("service".into()), name: service.clone() },
-            ],
+            resources: vec![Resource::named("repository", repository), Resource::named("service", service.clone())],
             labels,
             links: text_at(pr, "/html_url")
                 .map(|u| Link { href: u.into(), text: format!("#{number}") })

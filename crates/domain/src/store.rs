@@ -128,6 +128,8 @@ pub trait Connections: Send + Sync {
         problem: &ConnectionProblem,
         mark_error: bool,
     ) -> StoreResult<Option<Connection>>;
+    /// Counts an event the connection's filter dropped, once per source key.
+    async fn count_excluded_event(&self, org_id: Uuid, connection_id: Uuid, source_key: &str) -> StoreResult<()>;
     /// Makes `hash` the connection's push secret; the one before stops working at once.
     async fn set_push_secret(
         &self,
@@ -174,6 +176,9 @@ pub trait ImportQueue: Send + Sync {
     async fn list_import_jobs(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<Vec<ImportJob>>;
     /// Makes a connection's jobs due now. False if the organisation has no such connection.
     async fn request_import(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool>;
+    /// Walks a connection's regions again from `start`, now: a walk in progress loses its lease
+    /// (its next page is refused) and starts over. Events already stored stay stored once.
+    async fn restart_imports(&self, org_id: Uuid, connection_id: Uuid, start: OffsetDateTime) -> StoreResult<bool>;
     /// Reserves the next LookupEvents slot of an account and region, `interval` after the last
     /// one reserved by anyone; returns when the caller may call.
     async fn reserve_lookup_slot(

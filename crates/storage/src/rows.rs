@@ -123,13 +123,15 @@ pub struct ConnectionRow {
     pub links_version: i64,
     pub push_secret_hash: Option<Vec<u8>>,
     pub push_secret_created_at: Option<i64>,
+    pub event_filter: sqlx::types::Json<domain::noise::EventFilter>,
+    pub events_excluded: i64,
 }
 
 pub const CONNECTION_COLUMNS: &str =
     "id, org_id, name, regions, default_environment, environment_rules, lookback_days, \
      include_read_only, enabled, external_id, status, role_arn, account_id, assumed_role_arn, validated_at, \
      last_error_code, last_error_message, last_error_at, created_at, updated_at, links_version, \
-     push_secret_hash, push_secret_created_at";
+     push_secret_hash, push_secret_created_at, event_filter, events_excluded";
 
 impl TryFrom<ConnectionRow> for domain::Connection {
     type Error = StoreError;
@@ -156,6 +158,7 @@ impl TryFrom<ConnectionRow> for domain::Connection {
                 lookback_days: r.lookback_days.clamp(1, 90) as u16,
                 include_read_only: r.include_read_only,
                 enabled: r.enabled,
+                event_filter: r.event_filter.0,
             },
             external_id: domain::ExternalId::from_stored(r.external_id),
             status: domain::ConnectionStatus::from_stored(&r.status),
@@ -169,6 +172,7 @@ impl TryFrom<ConnectionRow> for domain::Connection {
             links_version: r.links_version,
             push_secret: r.push_secret_hash.as_deref().and_then(token_hash),
             push_secret_created_at: r.push_secret_created_at.map(from_micros),
+            events_excluded: r.events_excluded,
         })
     }
 }

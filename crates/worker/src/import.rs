@@ -13,6 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{jitter, Importer, Stop};
 
+/// Whether a connection's filter drops an imported or pushed event.
+pub(crate) fn excluded(filter: &domain::noise::EventFilter, event: &domain::event::NewEvent) -> bool {
+    let Some(details) = event.details.cloudtrail() else { return false };
+    filter.excludes(&details.event_name, &details.event_source, event.actor.as_deref()).is_some()
+}
+
 fn to_std(d: time::Duration) -> Duration {
     d.try_into().unwrap_or_default()
 }
@@ -129,7 +135,7 @@ impl Importer {
                     fallback_time: current.end,
                 };
                 let continue_walk = page.next_token.clone().map(|t| Walk { next_token: Some(t), ..current.clone() });
-                let mut events: Vec<_> = page
+                let events: Vec<_> = page
                     .events
                     .iter()
                     .map(|e| {
@@ -140,6 +146,11 @@ impl Importer {
                         n.event
                     })
                     .collect();
+                // The connection's filter drops noise before linking; the page counts what it dropped.
+                let (dropped, kept): (Vec<_>, Vec<_>) =
+                    events.into_iter().partition(|e| excluded(&connection.settings.event_filter, e));
+                let mut events = kept;
+                let excluded_keys: Vec<String> = dropped.into_iter().map(|e| e.source_key).collect();
                 // The rules may change while a run walks: a page linked under old ones is refused
                 // by the store, and linked again under the new ones.
                 let mut relinked = 0;
@@ -152,6 +163,7 @@ impl Importer {
                         window_end: current.end,
                         lease_until: domain::time_util::now() + self.settings.lease,
                         links_version: linker.links_version,
+                        excluded: excluded_keys.clone(),
                     };
                     match self.store.save_import_page(lease, &events, &progress).await {
                         Err(domain::StoreError::LinksChanged) if relinked < 3 => {

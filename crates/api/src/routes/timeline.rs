@@ -63,11 +63,27 @@ pub struct EnvironmentsParam {
     pub environment: Vec<String>,
 }
 
+/// A resource the item is about. For CloudTrail, `type` is the CloudFormation type
+/// (`AWS::EC2::SecurityGroup`), `name` its id or name, and `arn` its ARN where the record gives
+/// it or it can be derived; the one the change is about has `primary: true` and comes first.
 #[derive(Serialize, ToSchema)]
 pub struct ResourceView {
     #[serde(rename = "type")]
     pub resource_type: Option<String>,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    pub primary: bool,
+}
+
+/// One field a change set: `{"field": "ingress", "to": "+tcp/22 0.0.0.0/0"}`; `from` where the
+/// record gives the old value.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeView {
+    pub field: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -91,6 +107,13 @@ pub struct TimelineItemView {
     /// The slugs of the environments it belongs to.
     pub environments: Vec<String>,
     pub resources: Vec<ResourceView>,
+    /// What the change did, for the CloudTrail events changetrail knows (security group rules,
+    /// sharing, public access, policies, keys, trails, sizes): "opened tcp/22 to 0.0.0.0/0 on
+    /// security group sg-0abc". Absent for the others and for failed calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The fields the change set, where the record says; empty otherwise.
+    pub changes: Vec<ChangeView>,
     pub labels: BTreeMap<String, String>,
     pub links: Vec<LinkView>,
     /// For CloudTrail: event_id, event_name, event_source, region, account_id, read_only,
@@ -108,6 +131,16 @@ pub struct TimelineItemView {
 
 impl From<TimelineItem> for TimelineItemView {
     fn from(i: TimelineItem) -> Self {
+        let (summary, changes) = match i.details.cloudtrail() {
+            Some(d) => (
+                d.summary.clone(),
+                d.changes
+                    .iter()
+                    .map(|c| ChangeView { field: c.field.clone(), from: c.from.clone(), to: c.to.clone() })
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
         TimelineItemView {
             id: i.id,
             kind: i.kind.as_str().to_owned(),
@@ -119,11 +152,21 @@ impl From<TimelineItem> for TimelineItemView {
             resources: i
                 .resources
                 .into_iter()
-                .map(|r| ResourceView { resource_type: r.resource_type, name: r.name })
+                .map(|r| ResourceView { resource_type: r.resource_type, name: r.name, arn: r.arn, primary: r.primary })
                 .collect(),
+            summary,
+            changes,
             labels: i.labels,
             links: i.links.into_iter().map(|l| LinkView { href: l.href, text: l.text }).collect(),
-            details: i.details.to_json(),
+            details: {
+                // The summary and the changes are shown once, beside the details.
+                let mut details = i.details.to_json();
+                if let Some(d) = details.as_object_mut().filter(|_| i.kind == domain::event::EventKind::Cloudtrail) {
+                    d.remove("summary");
+                    d.remove("changes");
+                }
+                details
+            },
             ingested_at: i.ingested_at,
             ingested_via: i.ingested_via.as_str(),
         }

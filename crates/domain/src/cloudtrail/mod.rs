@@ -13,8 +13,11 @@ use uuid::Uuid;
 use crate::event::{Details, EventKind, IngestPath, NewEvent, Resource};
 
 pub mod eventbridge;
+pub mod resource;
+pub mod summary;
 mod title;
-pub use title::title;
+pub use summary::Change;
+pub use title::{summary_title, title};
 
 pub const SOURCE: &str = "aws.cloudtrail";
 
@@ -57,6 +60,13 @@ pub struct CloudTrailDetails {
     /// The record could not be read in full; `problems` says what was wrong.
     pub flagged: bool,
     pub problems: Vec<String>,
+    /// What the change did, for the events `summary` knows: "opened tcp/22 to 0.0.0.0/0 on
+    /// security group sg-0abc".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The fields the change set, where the record says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
 }
 
 /// Where a record was found: the connection, the account and region it was read from, and the
@@ -109,7 +119,7 @@ pub(crate) fn resources_from_request(record: &Value) -> Vec<Resource> {
     params
         .iter()
         .filter(|(k, v)| v.is_string() && (k.ends_with("Id") || k.ends_with("Name") || k.ends_with("Arn")))
-        .filter_map(|(k, v)| Some(Resource { resource_type: Some(k.clone()), name: v.as_str()?.to_owned() }))
+        .filter_map(|(k, v)| Some(Resource::named(k, v.as_str()?)))
         .take(5)
         .collect()
 }
@@ -152,6 +162,8 @@ fn resources_of_record(record: &Value) -> Vec<Resource> {
             Some(Resource {
                 resource_type: r.get("type").and_then(Value::as_str).map(str::to_owned),
                 name: name.to_owned(),
+                arn: None,
+                primary: false,
             })
         })
         .collect()
@@ -223,19 +235,25 @@ fn normalize_parts(
         problems.push("no EventId: de-duplicated by region, name, time and user".to_owned());
     }
     let actor = actor(rec, hints.username.as_deref());
-    let mut resources: Vec<Resource> = hints.resources.iter().filter(|r| !r.name.is_empty()).cloned().collect();
-    if resources.is_empty() {
-        resources = resources_from_request(rec);
-    }
-    let error_code = text(rec, &["errorCode"]);
-    let title =
-        title(actor.as_deref(), event_name, event_source, resources.first().map(|r| r.name.as_str()), error_code);
     let account_id = text(rec, &["recipientAccountId"]).unwrap_or(ctx.account_id);
+    let region = text(rec, &["awsRegion"]).unwrap_or(ctx.region);
+    let service = event_source.strip_suffix(".amazonaws.com").unwrap_or(event_source);
+    let place = resource::Place { service, region, account: account_id };
+    let resources = resource::resources_of(rec, event_name, &place, &hints.resources);
+    let primary = resources.iter().find(|r| r.primary);
+    let error_code = text(rec, &["errorCode"]);
+    // A failed call changed nothing, so it has no summary: its title says what was tried.
+    let summary = if error_code.is_none() { summary::summarize(service, event_name, rec, primary) } else { None };
+    let title = match &summary {
+        Some(s) => summary_title(actor.as_deref(), &s.text),
+        None => title(actor.as_deref(), event_name, event_source, primary.map(|r| r.name.as_str()), error_code),
+    };
+    let (summary, changes) = summary.map_or((None, Vec::new()), |s| (Some(s.text), s.changes));
     let details = CloudTrailDetails {
         event_id: event_id.map(str::to_owned),
         event_name: event_name.to_owned(),
         event_source: event_source.to_owned(),
-        region: text(rec, &["awsRegion"]).unwrap_or(ctx.region).to_owned(),
+        region: region.to_owned(),
         account_id: account_id.to_owned(),
         read_only,
         error_code: error_code.map(str::to_owned),
@@ -246,14 +264,13 @@ fn normalize_parts(
         role: text(rec, &["userIdentity", "sessionContext", "sessionIssuer", "userName"]).map(str::to_owned),
         flagged: !problems.is_empty(),
         problems: problems.clone(),
+        summary,
+        changes,
     };
     let mut labels = BTreeMap::new();
     labels.insert("aws.region".to_owned(), ctx.region.to_owned());
     labels.insert("aws.account".to_owned(), account_id.to_owned());
-    labels.insert(
-        "aws.service".to_owned(),
-        event_source.strip_suffix(".amazonaws.com").unwrap_or(event_source).to_owned(),
-    );
+    labels.insert("aws.service".to_owned(), service.to_owned());
     let source_key = source_key(event_id, event_name, hints.username.as_deref(), ctx.region, occurred_at);
     Normalized {
         event: NewEvent {
@@ -306,7 +323,7 @@ mod tests {
         let n = normalize_lookup(&lookup(record.clone()), &ctx("us-east-1", OffsetDateTime::UNIX_EPOCH));
         assert!(n.problems.is_empty(), "{:?}", n.problems);
         assert_eq!(n.event.actor.as_deref(), Some("alice@example.com"));
-        assert_eq!(n.event.title, "alice@example.com terminated instances (ec2)");
+        assert_eq!(n.event.title, "alice@example.com terminated instances i-1 (ec2)");
         let details = n.event.details.cloudtrail().unwrap();
         assert_eq!(details.role.as_deref(), Some("AWSReservedSSO_Admin"));
         assert_eq!(details.region, "us-east-1");
@@ -419,3 +436,8 @@ mod properties {
         }
     }
 }
+
+#[cfg(test)]
+mod coverage;
+#[cfg(test)]
+mod title_table;

@@ -1,10 +1,15 @@
 //! Titles a person reads at a glance: "alice deleted security group sg-0abc (ec2)".
 
+/// `DeleteDBSnapshot` → `Delete`, `DB`, `Snapshot`: an upper-case letter starts a word after a
+/// lower-case one, or when it begins a capitalised word after an acronym.
 fn split_camel(name: &str) -> Vec<String> {
+    let chars: Vec<char> = name.chars().collect();
     let mut words: Vec<String> = Vec::new();
-    for c in name.chars() {
+    for (i, &c) in chars.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let next = chars.get(i + 1);
         let starts_word =
-            c.is_uppercase() && words.last().is_some_and(|w| w.chars().last().is_some_and(|p| !p.is_uppercase()));
+            c.is_uppercase() && prev.is_some_and(|p| !p.is_uppercase() || next.is_some_and(|n| n.is_lowercase()));
         match words.last_mut() {
             Some(word) if !starts_word => word.push(c),
             _ => words.push(c.to_string()),
@@ -99,6 +104,13 @@ pub fn title(
     let error_code = error_code.map(|e| clipped(e, 40, "error"));
     let whole = sentence(&actor, &event_name, &event_source, resource.as_deref(), error_code.as_deref());
     clipped(&whole, MAX_TITLE_CHARS, "someone changed something")
+}
+
+/// "alice opened tcp/22 to 0.0.0.0/0 on security group sg-0abc": the actor and what the change
+/// did, bounded like every title.
+pub fn summary_title(actor: Option<&str>, summary: &str) -> String {
+    let actor = clipped(actor.unwrap_or(""), 60, "someone");
+    clipped(&format!("{actor} {}", summary.trim()), MAX_TITLE_CHARS, "someone changed something")
 }
 
 fn sentence(

@@ -19,8 +19,8 @@ use crate::SqlStore;
 fn insert_sql() -> String {
     format!(
         "INSERT INTO connections (id, org_id, name, regions, default_environment, environment_rules, lookback_days,
-             include_read_only, enabled, external_id, status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending_role', $11, $11)
+             include_read_only, enabled, event_filter, external_id, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending_role', $12, $12)
          RETURNING {CONNECTION_COLUMNS}"
     )
 }
@@ -28,7 +28,7 @@ fn insert_sql() -> String {
 fn update_settings_sql() -> String {
     format!(
         "UPDATE connections SET name = $3, regions = $4, default_environment = $5, environment_rules = $6,
-             lookback_days = $7, include_read_only = $8, enabled = $9, updated_at = $10
+             lookback_days = $7, include_read_only = $8, enabled = $9, event_filter = $10, updated_at = $11
          WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
     )
 }
@@ -62,6 +62,7 @@ where
     Json<&'q Vec<String>>: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     Json<&'q Vec<domain::EnvironmentRule>>: Encode<'q, DB> + Type<DB>,
+    Json<&'q domain::noise::EventFilter>: Encode<'q, DB> + Type<DB>,
     i32: Encode<'q, DB> + Type<DB>,
     bool: Encode<'q, DB> + Type<DB>,
 {
@@ -73,6 +74,7 @@ where
         .bind(i32::from(settings.lookback_days))
         .bind(settings.include_read_only)
         .bind(settings.enabled)
+        .bind(Json(&settings.event_filter))
 }
 
 #[async_trait]
@@ -212,6 +214,16 @@ impl Connections for SqlStore {
             on_pool!(self, |pool: Db| sqlx::query_as(&sql).bind(org_id).bind(account_id).fetch_all(pool).await)
                 .map_err(backend)?;
         rows.into_iter().map(Connection::try_from).collect()
+    }
+
+    async fn count_excluded_event(&self, org_id: Uuid, connection_id: Uuid, source_key: &str) -> StoreResult<()> {
+        let keys = [source_key.to_owned()];
+        on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            count_excluded!(tx, org_id, connection_id, &keys);
+            tx.commit().await
+        })
+        .map_err(backend)
     }
 
     async fn set_push_secret(

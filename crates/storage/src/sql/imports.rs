@@ -198,6 +198,7 @@ impl ImportQueue for SqlStore {
                 .await?
                 .rows_affected()
                 > 0;
+            count_excluded!(tx, lease.org_id, lease.connection_id, &progress.excluded);
             if !postgres && !links_unchanged!(postgres, tx, lease.org_id, lease.connection_id, progress.links_version) {
                 return Ok((Vec::new(), Saved::LinksChanged));
             }
@@ -283,6 +284,26 @@ impl ImportQueue for SqlStore {
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())
+        })
+        .map_err(backend)?;
+        Ok(done > 0)
+    }
+
+    async fn restart_imports(&self, org_id: Uuid, connection_id: Uuid, start: OffsetDateTime) -> StoreResult<bool> {
+        let at = to_micros(now());
+        let done = on_pool!(self, |pool: Db| {
+            sqlx::query(
+                "UPDATE import_jobs SET scanned_until = $3, window_start = NULL, window_end = NULL, next_token = NULL,
+                     lease_owner = NULL, leased_until = NULL, next_run_at = $4, attempts = 0
+                 WHERE org_id = $1 AND connection_id = $2",
+            )
+            .bind(org_id)
+            .bind(connection_id)
+            .bind(to_micros(start))
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })
         .map_err(backend)?;
         Ok(done > 0)

@@ -30,6 +30,32 @@ macro_rules! links_unchanged {
 /// Matches items stored in `$tx` just now (`$stored`: `&[(id, &NewEvent)]`) against the
 /// organisation's enabled rules, read in the same transaction, and writes each match's `alert`
 /// item (with its links) and outbox row there too: a delivery exists exactly when its item does.
+/// Counts the events a connection's filter dropped, in the caller's transaction: each source
+/// key once (`excluded_events`), added to the connection's `events_excluded`.
+macro_rules! count_excluded {
+    ($tx:ident, $org_id:expr, $connection_id:expr, $keys:expr) => {{
+        let keys: &[String] = $keys;
+        if !keys.is_empty() {
+            let mut insert = sqlx::QueryBuilder::<Db>::new("INSERT INTO excluded_events (connection_id, source_key) ");
+            insert.push_values(keys, |mut row, key| {
+                row.push_bind($connection_id).push_bind(key.as_str());
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            let new = insert.build().execute(&mut *$tx).await?.rows_affected() as i64;
+            if new > 0 {
+                sqlx::query(
+                    "UPDATE connections SET events_excluded = events_excluded + $1 WHERE id = $2 AND org_id = $3",
+                )
+                .bind(new)
+                .bind($connection_id)
+                .bind($org_id)
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
+    }};
+}
+
 macro_rules! record_rule_matches {
     ($store:expr, $tx:expr, $org:expr, $stored:expr) => {{
         let stored: &[(uuid::Uuid, &domain::event::NewEvent)] = $stored;

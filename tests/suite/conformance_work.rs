@@ -303,6 +303,8 @@ async fn timeline_pages_follow_cursors_and_filters(backend: Backend) {
     assert_eq!(by_item_source.len(), 1, "an item's own source");
     let by_resource = filtered(TimelineFilters { resource: Some("sg-del".into()), ..Default::default() }).await;
     assert_eq!(by_resource.len(), 4);
+    let by_arn = TimelineFilters { resource: Some(format!("{ACCOUNT}:security-group/sg-del")), ..Default::default() };
+    assert_eq!(filtered(by_arn).await.len(), 4, "a resource's derived ARN");
     let wildcard = filtered(TimelineFilters { resource: Some("sg-%".into()), ..Default::default() }).await;
     assert!(wildcard.is_empty(), "LIKE wildcards are matched literally");
     let by_text = filtered(TimelineFilters { text: Some("POLICY OF BUCKET".into()), ..Default::default() }).await;

@@ -182,6 +182,30 @@ async fn backfill_stores_exactly_the_changes_despite_failures_and_throttling(bac
     let calls = s.standin.standin.lookup_counts().0 - before;
     assert!((1..=2).contains(&calls), "a caught-up run made {calls} calls");
 
+    // The resource filter finds a change by a related resource, by name or by ARN: the policy
+    // attached to and detached from a user, whose primary resource is the user.
+    for resource in ["AdministratorAccess", "arn:aws:iam::aws:policy/AdministratorAccess"] {
+        let (status, page) = s
+            .app
+            .get(&format!("/v1/environments/production/timeline?since={since}&resource={resource}"), &s.token)
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let names: BTreeSet<&str> =
+            page["items"].as_array().unwrap().iter().map(|i| i["details"]["event_name"].as_str().unwrap()).collect();
+        assert!(names.contains("AttachUserPolicy") && names.contains("DetachUserPolicy"), "{resource}: {names:?}");
+        let attach = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["details"]["event_name"] == "AttachUserPolicy")
+            .unwrap();
+        assert_eq!(attach["resources"][0]["primary"], true);
+        assert_eq!(attach["resources"][0]["type"], "AWS::IAM::User");
+        assert_eq!(attach["title"], "bert-jan attached AdministratorAccess to user malicious-iam-user");
+        assert_eq!(attach["summary"], "attached AdministratorAccess to user malicious-iam-user");
+        assert_eq!(attach["changes"], json!([{"field": "policies", "to": "+AdministratorAccess"}]));
+    }
+
     let (status, p) = s.app.get("/v1/environments/production/timeline?kind=deploy&kind=nope", &s.token).await;
     assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("kind[1]")), "{p}");
 }

@@ -246,6 +246,15 @@ async fn pushes_that_do_not_prove_or_fit_the_connection_are_refused_with_nothing
     read_only["eventID"] = json!(uuid::Uuid::new_v4().to_string());
     let (status, p) = push(&s, &connection, Some(&first), envelope(&read_only).to_string().into_bytes()).await;
     assert_eq!((status, p["status"].as_str()), (202, Some("ignored")), "the connection keeps changes only: {p}");
+    // The connection's event filter applies to pushes too, and counts what it drops.
+    let path = format!("/v1/connections/{connection}");
+    let filter = json!({"event_filter": {"exclude_event_names": [record["eventName"]]}});
+    assert_eq!(s.app.call("PATCH", &path, Some(&s.token), Some(filter)).await.0, 200);
+    let (status, p) = push(&s, &connection, Some(&first), envelope(&record).to_string().into_bytes()).await;
+    assert_eq!((status, p["status"].as_str()), (202, Some("ignored")), "the filter drops it: {p}");
+    assert_eq!(s.app.get(&path, &s.token).await.1["events_excluded"], 1);
+    let keep_all = json!({"event_filter": {"exclude_session_noise": false}});
+    assert_eq!(s.app.call("PATCH", &path, Some(&s.token), Some(keep_all)).await.0, 200);
     assert!(test_support::stored_source_keys(&s.app.db.url, s.org_id).await.is_empty(), "nothing of any of them");
 
     // Rotation: the old secret stops working at once, the new one works.

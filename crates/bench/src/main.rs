@@ -8,6 +8,7 @@
 //!   cargo run --release -p changetrail-bench -- push [SECONDS]          (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- channels [SECONDS]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- rules [DELIVERIES]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
+//!   cargo run --release -p changetrail-bench -- normalize [PASSES]
 
 use std::time::Instant;
 

@@ -185,6 +185,7 @@ async fn connections_round_trip_and_keep_their_external_id(backend: Backend) {
         include_read_only: true,
         enabled: true,
         event_filter: Default::default(),
+        session_duration_seconds: 3600,
     };
     let external_id = ExternalId::generate();
     let created = db.store.create_connection(a.id, &settings, &external_id).await.unwrap();
@@ -215,6 +216,7 @@ async fn connections_round_trip_and_keep_their_external_id(backend: Backend) {
 
     let role = RegisteredRole {
         role_arn: "arn:aws:iam::222222222222:role/r".into(),
+        via: vec![],
         account_id: "222222222222".into(),
         assumed_role_arn: "arn:aws:sts::222222222222:assumed-role/r/s".into(),
         validated_at: domain::time_util::now(),

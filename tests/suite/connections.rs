@@ -57,6 +57,7 @@ impl Fixture {
             required_external_id: external_id.map(str::to_owned),
             allow_lookup_events: lookups,
             reports_session_as: None,
+            max_session_duration: None,
             external_id_like: None,
             lookup_denied_regions: vec![],
         });
@@ -189,6 +190,7 @@ async fn every_role_validation_outcome(backend: Backend) {
         required_external_id: Some(external_id.into()),
         allow_lookup_events: true,
         reports_session_as: Some("arn:aws:sts::222222222222:assumed-role/someone-else/s".into()),
+        max_session_duration: None,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
@@ -207,6 +209,23 @@ async fn every_role_validation_outcome(backend: Backend) {
     let (status, p) = f.register(&c, ROLE).await;
     assert_eq!((status, p["code"].as_str()), (422, Some("lookup_denied")), "{p}");
     assert!(p["detail"].as_str().unwrap().contains("us-east-1"));
+
+    // 5b. Sessions longer than the role's MaxSessionDuration: session_duration_too_long. The
+    // setup's template asks for a long enough MaxSessionDuration; a role that has it passes.
+    let path = format!("/v1/connections/{}", c["id"].as_str().unwrap());
+    let (status, p) = f.app.call("PATCH", &path, Some(&f.token), Some(json!({"session_duration": 60}))).await;
+    assert_eq!((status, error_fields(&p)), (422, vec!["session_duration".to_owned()]), "{p}");
+    let (status, p) = f.app.call("PATCH", &path, Some(&f.token), Some(json!({"session_duration": 7200}))).await;
+    assert_eq!((status, &p["session_duration"]), (200, &json!(7200)), "{p}");
+    f.role(ROLE, Some(external_id), true);
+    let (status, p) = f.register(&c, ROLE).await;
+    assert_eq!((status, p["code"].as_str()), (422, Some("session_duration_too_long")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("MaxSessionDuration"), "{p}");
+    let (_, setup) = f.app.get(&format!("{path}/setup"), &f.token).await;
+    assert!(setup["cloudformation_template"].as_str().unwrap().contains("MaxSessionDuration: 7200"));
+    assert!(setup["terraform"].as_str().unwrap().contains("max_session_duration = 7200"));
+    let (status, p) = f.app.call("PATCH", &path, Some(&f.token), Some(json!({"session_duration": 3600}))).await;
+    assert_eq!(status, 200, "{p}");
 
     // 6. AWS failing: aws_unavailable, nothing registered.
     f.role(ROLE, Some(external_id), true);
@@ -384,6 +403,7 @@ async fn a_loose_trust_policy_does_not_pass_and_no_other_organisation_can_use_th
             required_external_id: None,
             allow_lookup_events: true,
             reports_session_as: None,
+            max_session_duration: None,
             external_id_like: Some(pattern.into()),
             lookup_denied_regions: vec![],
         });

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_standin::RoleSpec;
 use serde_json::json;
+use serde_json::Value;
 use test_support::{Backend, TestApp, SERVICE_PRINCIPAL};
 use time::OffsetDateTime;
 use worker::{ImportSettings, Importer};
@@ -22,6 +23,7 @@ on_both_backends!(
     a_run_waiting_out_throttling_keeps_its_lease,
     a_rule_change_during_a_run_links_its_later_pages_anew,
     the_event_filter_drops_noise_counts_it_once_and_a_reimport_brings_it_back,
+    a_three_role_chain_imports_and_a_broken_hop_is_named,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -84,6 +86,7 @@ fn reader_role(arn: &str, external_id: &str, denied_regions: &[&str]) -> RoleSpe
         required_external_id: Some(external_id.into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        max_session_duration: None,
         external_id_like: None,
         lookup_denied_regions: denied_regions.iter().map(|r| r.to_string()).collect(),
     }
@@ -500,17 +503,26 @@ async fn a_rule_change_during_a_run_links_its_later_pages_anew(backend: Backend)
     assert_eq!(timeline("staging").await, expected.len(), "every change linked under the new ones");
 }
 
-/// Imports until every region has walked up to `now`.
+/// Imports until the setup's connection has walked up to `now`.
 async fn import_until_caught_up(s: &Setup, importer: &std::sync::Arc<Importer>, now: OffsetDateTime) {
+    import_connection_until_caught_up(s, importer, s.connection_id, now).await
+}
+
+async fn import_connection_until_caught_up(
+    s: &Setup,
+    importer: &std::sync::Arc<Importer>,
+    connection_id: uuid::Uuid,
+    now: OffsetDateTime,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         importer.run_due_jobs_once().await;
-        let job = &s.app.db.store.list_import_jobs(s.org_id, s.connection_id).await.unwrap()[0];
+        let job = &s.app.db.store.list_import_jobs(s.org_id, connection_id).await.unwrap()[0];
         if job.scanned_until >= now && job.walk.is_none() {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "the import did not finish in 2 minutes: {job:?}");
-        s.app.db.store.request_import(s.org_id, s.connection_id).await.unwrap();
+        s.app.db.store.request_import(s.org_id, connection_id).await.unwrap();
     }
 }
 
@@ -573,4 +585,86 @@ async fn the_event_filter_drops_noise_counts_it_once_and_a_reimport_brings_it_ba
     let (status, p) =
         s.app.call("PATCH", &path, Some(&s.token), Some(json!({"event_filter": {"exclude_actors": [""]}}))).await;
     assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("event_filter.exclude_actors[0]")), "{p}");
+}
+
+fn chained_role(arn: &str, trusts: &str, external_id: Option<&str>, lookups: bool) -> RoleSpec {
+    RoleSpec {
+        arn: arn.into(),
+        trusted_principal: trusts.into(),
+        required_external_id: external_id.map(str::to_owned),
+        allow_lookup_events: lookups,
+        reports_session_as: None,
+        max_session_duration: None,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
+    }
+}
+
+async fn a_three_role_chain_imports_and_a_broken_hop_is_named(backend: Backend) {
+    let s = setup_or_skip!(backend, "a_three_role_chain_imports_and_a_broken_hop_is_named");
+    const HUB: &str = "arn:aws:iam::111111111111:role/changetrail-hub";
+    const TRANSIT: &str = "arn:aws:iam::333333333333:role/transit";
+    const READER: &str = "arn:aws:iam::444444444444:role/changetrail-reader";
+    let (status, c) = s
+        .app
+        .post(
+            "/v1/connections",
+            &s.token,
+            json!({"name": "through the hub", "regions": ["us-east-1"], "default_environment": "production", "lookback_days": 1,
+                   "event_filter": {"exclude_session_noise": false}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (id, external_id) = (c["id"].as_str().unwrap().to_owned(), c["external_id"].as_str().unwrap().to_owned());
+    let register = |body: Value| {
+        let (app, token, path) = (&s.app, &s.token, format!("/v1/connections/{id}/role"));
+        async move { app.call("PUT", &path, Some(token), Some(body)).await }
+    };
+    let chain = json!({"role_chain": [HUB, TRANSIT, READER]});
+    let standin = &s.standin.standin;
+    standin.add_role(chained_role(HUB, SERVICE_PRINCIPAL, Some(&external_id), false));
+    standin.add_role(chained_role(READER, TRANSIT, Some(&external_id), true));
+
+    // The middle hop trusts somebody else: the answer names it.
+    standin.add_role(chained_role(TRANSIT, "arn:aws:iam::333333333333:role/someone-else", None, false));
+    let (status, p) = register(chain.clone()).await;
+    assert_eq!((status, p["code"].as_str()), (422, Some("assume_role_denied")), "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("hop 2 of 3") && detail.contains(TRANSIT), "{detail}");
+    // The last hop does not require the external ID: the confused-deputy check refuses it.
+    standin.add_role(chained_role(TRANSIT, HUB, None, false));
+    standin.add_role(chained_role(READER, TRANSIT, None, true));
+    let (status, p) = register(chain.clone()).await;
+    assert_eq!((status, p["code"].as_str()), (422, Some("external_id_not_enforced")), "{p}");
+    let (_, pending) = s.app.get(&format!("/v1/connections/{id}"), &s.token).await;
+    assert_eq!((pending["status"].as_str(), &pending["role_chain"]), (Some("pending_role"), &json!([])));
+    // Both ways at once, or a chain too long, is a validation error.
+    let (status, p) = register(json!({"role_arn": READER, "role_chain": [READER]})).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("role_arn")), "{p}");
+    let (status, p) = register(json!({"role_chain": [HUB, TRANSIT, HUB, READER, "x", "y"]})).await;
+    assert_eq!(status, 422, "{p}");
+    let fields: Vec<&str> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert!(
+        fields.contains(&"role_chain") && fields.contains(&"role_chain[2]") && fields.contains(&"role_chain[4]"),
+        "{p}"
+    );
+
+    // Fixed: the chain registers, and the import reads the last role's account through it.
+    standin.add_role(chained_role(READER, TRANSIT, Some(&external_id), true));
+    let (status, active) = register(chain).await;
+    assert_eq!(status, 200, "{active}");
+    assert_eq!(active["status"], "active");
+    assert_eq!(active["role_arn"], READER);
+    assert_eq!(active["role_chain"], json!([HUB, TRANSIT, READER]));
+    assert_eq!(active["account_id"], "444444444444");
+    let records = test_support::cloudtrail_records("invictus-aws-dataset");
+    let newest = OffsetDateTime::now_utc() - time::Duration::minutes(30);
+    let expected = test_support::seed(standin, "444444444444", "us-east-1", &records, newest, |_| time::Duration::ZERO);
+    let importer = Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings());
+    let connection_id: uuid::Uuid = id.parse().unwrap();
+    import_connection_until_caught_up(&s, &importer, connection_id, OffsetDateTime::now_utc()).await;
+    let (_, imports) = s.app.get(&format!("/v1/connections/{id}/imports"), &s.token).await;
+    assert_eq!(imports["items"][0]["events_imported"], expected.len(), "{imports}");
+    let (status, revalidated) = s.app.post(&format!("/v1/connections/{id}/validate"), &s.token, json!({})).await;
+    assert_eq!((status, &revalidated["role_chain"]), (200, &json!([HUB, TRANSIT, READER])), "{revalidated}");
 }

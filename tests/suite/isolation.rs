@@ -43,6 +43,7 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
         required_external_id: Some(a_external_id.clone()),
         allow_lookup_events: true,
         reports_session_as: None,
+        max_session_duration: None,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });

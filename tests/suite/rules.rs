@@ -430,6 +430,7 @@ async fn every_write_path_matches_new_items_only(backend: Backend) {
         include_read_only: false,
         enabled: true,
         event_filter: Default::default(),
+        session_duration_seconds: 3600,
     };
     let connection = app.db.store.create_connection(org.id, &settings, &domain::ExternalId::generate()).await.unwrap();
     let records = test_support::cloudtrail_records("invictus-aws-dataset");

@@ -103,12 +103,18 @@ pub fn render(connection: &Connection, principal: &str, template_url: Option<&st
         id = connection.id,
     );
     let (eventbridge_cloudformation, eventbridge_terraform) = push_documents(connection, push_url);
+    // The role must allow sessions as long as the connection asks for (AWS's default is 3,600 s).
+    let max_session = connection.settings.session_duration_seconds.max(3600);
+    let cloudformation_template = fill(CLOUDFORMATION_TEMPLATE, external_id, principal)
+        .replace("MaxSessionDuration: 3600", &format!("MaxSessionDuration: {max_session}"));
+    let terraform = fill(TERRAFORM_MODULE, external_id, principal)
+        .replace("max_session_duration = 3600", &format!("max_session_duration = {max_session}"));
     SetupDocuments {
         trust_policy: trust_policy(external_id, principal),
         permissions_policy: permissions_policy(),
-        cloudformation_template: fill(CLOUDFORMATION_TEMPLATE, external_id, principal),
+        cloudformation_template,
         cloudformation_quick_create_url: quick_create,
-        terraform: fill(TERRAFORM_MODULE, external_id, principal),
+        terraform,
         aws_cli,
         eventbridge_cloudformation,
         eventbridge_terraform,

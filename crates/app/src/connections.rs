@@ -10,6 +10,12 @@ use uuid::Uuid;
 
 use crate::{App, AppError, AppResult, Refusal};
 
+/// The role an admin registers: one ARN, or a chain of roles assumed in turn.
+pub enum RoleInput<'a> {
+    Arn(&'a str),
+    Chain(&'a [String]),
+}
+
 /// The import of one region of a connection, as an admin follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionImport {
@@ -77,9 +83,18 @@ impl App {
     }
 
     /// Validates a role in AWS and registers it; nothing is registered when a check fails.
-    pub async fn register_role(&self, org_id: Uuid, id: Uuid, role_arn: &str) -> AppResult<Connection> {
+    /// `role` is either one role's ARN or a chain of 1–5 roles assumed in turn (the last one's
+    /// account is imported).
+    pub async fn register_role(&self, org_id: Uuid, id: Uuid, role: RoleInput<'_>) -> AppResult<Connection> {
         let connection = self.connection(org_id, id).await?;
-        let role = RoleArn::parse("role_arn", role_arn).map_err(invalid_role)?;
+        let (via, role) = match role {
+            RoleInput::Arn(arn) => (Vec::new(), RoleArn::parse("role_arn", arn).map_err(invalid_role)?),
+            RoleInput::Chain(chain) => {
+                let mut chain = connection::parse_role_chain(chain).map_err(invalid_role)?;
+                let last = chain.pop().expect("a parsed chain has a role");
+                (chain, last)
+            }
+        };
         // At registration the ARN is what the admin just gave, so a partition clash is its error.
         connection::check_regions_in_partition(&role, &connection.settings.regions).map_err(|clash| {
             let regions = clash.0.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
@@ -89,7 +104,7 @@ impl App {
             ))
         })?;
         self.check_no_overlap(org_id, connection.id, &role.account_id, &connection.settings.regions).await?;
-        self.validate(&connection, &role, false).await
+        self.validate(&connection, &via, &role, false).await
     }
 
     /// Re-runs the role's checks; a role that stopped working puts the connection in `error`.
@@ -102,7 +117,9 @@ impl App {
                 "this connection has no role yet; register one with PUT /v1/connections/{id}/role",
             ));
         };
-        self.validate(&connection, &role, true).await
+        let via: Vec<RoleArn> =
+            connection.role_via.iter().filter_map(|arn| RoleArn::parse("role_chain", arn).ok()).collect();
+        self.validate(&connection, &via, &role, true).await
     }
 
     pub async fn connection_imports(&self, org_id: Uuid, id: Uuid) -> AppResult<Vec<RegionImport>> {
@@ -196,16 +213,25 @@ impl App {
     /// Runs the checks; on success registers the role, on failure records why. `registered`
     /// says whether this re-checks a role already in use (whose failure puts the connection in
     /// error).
-    async fn validate(&self, connection: &Connection, role: &RoleArn, registered: bool) -> AppResult<Connection> {
+    async fn validate(
+        &self,
+        connection: &Connection,
+        via: &[RoleArn],
+        role: &RoleArn,
+        registered: bool,
+    ) -> AppResult<Connection> {
         let principal = self.aws.principal().await.unwrap_or_else(|_| "changetrail's principal".to_owned());
         let region = connection.settings.regions.first().map(String::as_str).unwrap_or("us-east-1");
         let session = aws::session_name(connection.id);
-        let outcome = self.aws.aws.validate_role(role, connection.external_id.as_str(), &session, region).await;
+        let duration = std::time::Duration::from_secs(u64::from(connection.settings.session_duration_seconds));
+        let outcome =
+            self.aws.aws.validate_role(via, role, connection.external_id.as_str(), &session, region, duration).await;
         let (org_id, id) = (connection.org_id, connection.id);
         match outcome {
             Ok(validated) => {
                 let registration = RegisteredRole {
                     role_arn: role.to_string(),
+                    via: via.iter().map(ToString::to_string).collect(),
                     account_id: role.account_id.clone(),
                     assumed_role_arn: validated.assumed_role_arn,
                     validated_at: domain::time_util::now(),

@@ -19,7 +19,7 @@ mod timeline;
 mod tokens;
 
 pub use channels::{AuditEventsAnswer, AuditEventsCall, CallRefused, ChannelInput};
-pub use connections::RegionImport;
+pub use connections::{RegionImport, RoleInput};
 pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};
 pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView, TargetRefusal};

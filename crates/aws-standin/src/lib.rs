@@ -54,6 +54,10 @@ pub struct RoleSpec {
     /// Makes GetCallerIdentity report sessions of this role as another ARN.
     #[serde(default)]
     pub reports_session_as: Option<String>,
+    /// The role's `MaxSessionDuration` in seconds (AWS's default, 3,600, when `None`): a longer
+    /// `DurationSeconds` is refused, as AWS refuses it.
+    #[serde(default)]
+    pub max_session_duration: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

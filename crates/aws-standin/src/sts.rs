@@ -98,8 +98,20 @@ fn sts_action(standin: &Standin, headers: &HeaderMap, action: &str, form: &HashM
             if !admitted {
                 return denied();
             }
-            let duration: i64 =
-                form.get("DurationSeconds").and_then(|d| d.parse().ok()).unwrap_or(3600).clamp(900, 3600);
+            // A session of a role assuming another role (role chaining) lasts at most an hour.
+            let max = match &who {
+                Caller::Session(_) => 3600,
+                Caller::Identity(_) => i64::from(role.max_session_duration.unwrap_or(3600)),
+            };
+            let duration: i64 = form.get("DurationSeconds").and_then(|d| d.parse().ok()).unwrap_or(3600);
+            if !(900..=max).contains(&duration) {
+                let message = if duration < 900 {
+                    "1 validation error detected: Value at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to 900".to_owned()
+                } else {
+                    "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.".to_owned()
+                };
+                return (400, sts_error(400, "ValidationError", &message));
+            }
             let expiration =
                 (OffsetDateTime::now_utc() + time::Duration::seconds(duration)).replace_nanosecond(0).unwrap();
             let expiration = expiration.format(&time::format_description::well_known::Rfc3339).unwrap();

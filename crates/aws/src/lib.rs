@@ -12,6 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use domain::RoleArn;
 
 mod cloudtrail;
@@ -47,6 +48,13 @@ impl std::fmt::Debug for TemporaryCredentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleCheckFailure {
     AssumeRoleDenied(String),
+    /// A role of a chain before the last could not be assumed (1-based `hop` of `of`).
+    HopDenied {
+        hop: usize,
+        of: usize,
+        role: String,
+        message: String,
+    },
     IdentityMismatch {
         actual: String,
     },
@@ -59,16 +67,23 @@ pub enum RoleCheckFailure {
         region: String,
         message: String,
     },
+    /// AssumeRole refused the connection's `session_duration`: the role's MaxSessionDuration is
+    /// shorter.
+    SessionTooLong {
+        seconds: u64,
+        message: String,
+    },
     Unavailable(String),
 }
 
 impl RoleCheckFailure {
     pub fn code(&self) -> &'static str {
         match self {
-            RoleCheckFailure::AssumeRoleDenied(_) => "assume_role_denied",
+            RoleCheckFailure::AssumeRoleDenied(_) | RoleCheckFailure::HopDenied { .. } => "assume_role_denied",
             RoleCheckFailure::IdentityMismatch { .. } => "identity_mismatch",
             RoleCheckFailure::ExternalIdNotEnforced { .. } => "external_id_not_enforced",
             RoleCheckFailure::LookupDenied { .. } => "lookup_denied",
+            RoleCheckFailure::SessionTooLong { .. } => "session_duration_too_long",
             RoleCheckFailure::Unavailable(_) => "aws_unavailable",
         }
     }
@@ -80,6 +95,15 @@ impl RoleCheckFailure {
                 "AWS denied sts:AssumeRole on {role} with this connection's external ID ({aws}). Check that the role exists, \
                  that its trust policy allows the principal {principal}, and that its condition requires sts:ExternalId \
                  to equal this connection's external_id (GET /v1/connections/{{id}}/setup has the policy filled in)."
+            ),
+            RoleCheckFailure::HopDenied { hop, of, role: hop_role, message } => format!(
+                "AWS denied sts:AssumeRole on hop {hop} of {of} of the role chain, {hop_role} ({message}). {} Nothing \
+                 was registered.",
+                if *hop == 1 {
+                    format!("Its trust policy must allow the principal {principal}, with this connection's external_id.")
+                } else {
+                    "Its trust policy must allow the role of the hop before it.".to_owned()
+                }
             ),
             RoleCheckFailure::IdentityMismatch { actual } => format!(
                 "AssumeRole succeeded, but GetCallerIdentity says the session is {actual}, which is not a session of {role}. \
@@ -99,6 +123,11 @@ impl RoleCheckFailure {
             RoleCheckFailure::LookupDenied { region, message } => format!(
                 "The role can be assumed, but cloudtrail:LookupEvents was denied in {region} ({message}). Attach the \
                  setup's permissions_policy to {role} and register it again."
+            ),
+            RoleCheckFailure::SessionTooLong { seconds, message } => format!(
+                "The role can be assumed, but not for the connection's session_duration of {seconds} s ({message}). \
+                 Raise the role's MaxSessionDuration to at least {seconds} (the setup documents set it), or lower \
+                 session_duration, and register it again."
             ),
             RoleCheckFailure::Unavailable(message) => {
                 format!("AWS could not be reached or failed ({message}); nothing was registered. Try again shortly.")
@@ -176,54 +205,49 @@ impl Aws {
         Ok(domain::aws::principal_from_caller_arn(arn))
     }
 
-    /// AssumeRole on the service's own credentials.
-    async fn assume_role(
+    /// The roles of a chain assumed in turn, each with the previous one's credentials and the
+    /// external ID (a trust policy without the condition ignores it); the first on the
+    /// service's own. AWS ends a chained role's session within an hour, so the hops after the
+    /// first ask for at most 3,600 s. The error names the hop (0-based) that failed.
+    async fn assume_chain(
         &self,
-        role: &RoleArn,
+        chain: &[RoleArn],
         external_id: Option<&str>,
         session_name: &str,
         duration: Duration,
-    ) -> Result<(TemporaryCredentials, String), SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>> {
-        let output = self
-            .sts
-            .assume_role()
-            .role_arn(role.to_string())
-            .role_session_name(session_name)
-            .set_external_id(external_id.map(str::to_owned))
-            .duration_seconds(duration.as_secs().clamp(900, 43_200) as i32)
-            .send()
-            .await?;
-        let assumed_arn = output.assumed_role_user().map(|u| u.arn().to_owned()).unwrap_or_default();
-        let Some(c) = output.credentials() else {
-            return Err(SdkError::construction_failure("AssumeRole returned no credentials"));
-        };
-        let expires_at =
-            SystemTime::try_from(*c.expiration()).unwrap_or_else(|_| SystemTime::now() + Duration::from_secs(900));
-        let credentials = Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_owned()),
-            Some(expires_at),
-            "changetrail-assume-role",
-        );
-        Ok((TemporaryCredentials { credentials, expires_at }, assumed_arn))
+    ) -> Result<(TemporaryCredentials, String), (usize, SdkError<AssumeRoleError>)> {
+        let mut client = self.sts.clone();
+        let mut last = None;
+        for (hop, role) in chain.iter().enumerate() {
+            let duration = if hop == 0 { duration } else { duration.min(CHAINED_SESSION) };
+            let assumed =
+                assume_role_with(&client, role, external_id, session_name, duration).await.map_err(|e| (hop, e))?;
+            client = self.sts_as(&assumed.0);
+            last = Some(assumed);
+        }
+        last.ok_or((0, SdkError::construction_failure("a role chain needs at least one role")))
     }
 
     /// AssumeRole for the importer, its failure sorted: `Err(Denied)` when AWS refuses (the
     /// connection is then marked), `Err(Failed)` for anything else.
     pub async fn assume_role_for_import(
         &self,
-        role: &RoleArn,
+        chain: &[RoleArn],
         external_id: &str,
         session_name: &str,
         duration: Duration,
     ) -> Result<TemporaryCredentials, AssumeRoleFailure> {
-        match self.assume_role(role, Some(external_id), session_name, duration).await {
+        match self.assume_chain(chain, Some(external_id), session_name, duration).await {
             Ok((credentials, _)) => Ok(credentials),
-            Err(e) if is_denied(e.as_service_error().and_then(|s| s.code())) => {
-                Err(AssumeRoleFailure::Denied(format!("AssumeRole on {role} was denied: {}", describe(&e))))
+            Err((hop, e)) => {
+                let role = &chain[hop.min(chain.len().saturating_sub(1))];
+                let at = if chain.len() > 1 { format!(" (hop {} of {})", hop + 1, chain.len()) } else { String::new() };
+                if is_denied(e.as_service_error().and_then(|s| s.code())) {
+                    Err(AssumeRoleFailure::Denied(format!("AssumeRole on {role}{at} was denied: {}", describe(&e))))
+                } else {
+                    Err(AssumeRoleFailure::Failed(format!("AssumeRole on {role}{at} failed: {}", describe(&e))))
+                }
             }
-            Err(e) => Err(AssumeRoleFailure::Failed(format!("AssumeRole failed: {}", describe(&e)))),
         }
     }
 
@@ -235,21 +259,52 @@ impl Aws {
     }
 
     /// The checks of `PUT /v1/connections/{id}/role`, in the contract's order: AssumeRole with
-    /// the external ID; GetCallerIdentity names that role; AssumeRole without the external ID is
-    /// denied; one LookupEvents call is allowed.
+    /// the external ID (each role of a chain in turn, `role` last); GetCallerIdentity names that
+    /// role; AssumeRole of `role` without the external ID, or with another, is denied; one
+    /// LookupEvents call is allowed.
     pub async fn validate_role(
         &self,
+        via: &[RoleArn],
         role: &RoleArn,
         external_id: &str,
         session_name: &str,
         lookup_region: &str,
+        session_duration: Duration,
     ) -> Result<ValidatedRole, RoleCheckFailure> {
         let validation_session = Duration::from_secs(900);
+        let hops = via.len() + 1;
+        // The roles before the last, assumed in turn; their credentials assume `role`.
+        let before = if via.is_empty() {
+            None
+        } else {
+            let assumed = self.assume_chain(via, Some(external_id), session_name, session_duration).await;
+            Some(assumed.map_err(|(hop, e)| {
+                let code = e.as_service_error().and_then(|s| s.code());
+                if is_denied(code) {
+                    RoleCheckFailure::HopDenied {
+                        hop: hop + 1,
+                        of: hops,
+                        role: via[hop].to_string(),
+                        message: describe(&e),
+                    }
+                } else if hop == 0 && code == Some("ValidationError") && session_duration > validation_session {
+                    RoleCheckFailure::SessionTooLong { seconds: session_duration.as_secs(), message: describe(&e) }
+                } else {
+                    RoleCheckFailure::Unavailable(describe(&e))
+                }
+            })?)
+        };
+        let sts = before.as_ref().map_or_else(|| self.sts.clone(), |(creds, _)| self.sts_as(creds));
+        // Assumed as the importer will assume it: for the connection's session length, which
+        // the role's MaxSessionDuration must allow (a chained hop's session is at most an hour).
+        let duration = if via.is_empty() { session_duration } else { session_duration.min(CHAINED_SESSION) };
         let (credentials, _) =
-            self.assume_role(role, Some(external_id), session_name, validation_session).await.map_err(|e| {
+            assume_role_with(&sts, role, Some(external_id), session_name, duration).await.map_err(|e| {
                 let code = e.as_service_error().and_then(|s| s.code());
                 if is_denied(code) {
                     RoleCheckFailure::AssumeRoleDenied(describe(&e))
+                } else if code == Some("ValidationError") && duration > validation_session {
+                    RoleCheckFailure::SessionTooLong { seconds: duration.as_secs(), message: describe(&e) }
                 } else {
                     RoleCheckFailure::Unavailable(describe(&e))
                 }
@@ -271,7 +326,7 @@ impl Aws {
         // admits it), another organisation could have changetrail assume this role.
         let unknown_id = domain::ExternalId::generate();
         for (probe, loose) in [(None, false), (Some(unknown_id.as_str()), true)] {
-            match self.assume_role(role, probe, session_name, validation_session).await {
+            match assume_role_with(&sts, role, probe, session_name, validation_session).await {
                 Ok(_) => return Err(RoleCheckFailure::ExternalIdNotEnforced { accepts_other_ids: loose }),
                 Err(e) if is_denied(e.as_service_error().and_then(|s| s.code())) => {}
                 Err(e) => return Err(RoleCheckFailure::Unavailable(describe(&e))),
@@ -300,6 +355,41 @@ impl Aws {
         }
         Ok(ValidatedRole { assumed_role_arn: actual })
     }
+}
+
+/// AWS's limit on a chained role session.
+const CHAINED_SESSION: Duration = Duration::from_secs(3600);
+
+/// AssumeRole on `sts`'s credentials.
+async fn assume_role_with(
+    sts: &aws_sdk_sts::Client,
+    role: &RoleArn,
+    external_id: Option<&str>,
+    session_name: &str,
+    duration: Duration,
+) -> Result<(TemporaryCredentials, String), SdkError<AssumeRoleError>> {
+    let output = sts
+        .assume_role()
+        .role_arn(role.to_string())
+        .role_session_name(session_name)
+        .set_external_id(external_id.map(str::to_owned))
+        .duration_seconds(duration.as_secs().clamp(900, 43_200) as i32)
+        .send()
+        .await?;
+    let assumed_arn = output.assumed_role_user().map(|u| u.arn().to_owned()).unwrap_or_default();
+    let Some(c) = output.credentials() else {
+        return Err(SdkError::construction_failure("AssumeRole returned no credentials"));
+    };
+    let expires_at =
+        SystemTime::try_from(*c.expiration()).unwrap_or_else(|_| SystemTime::now() + Duration::from_secs(900));
+    let credentials = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        Some(expires_at),
+        "changetrail-assume-role",
+    );
+    Ok((TemporaryCredentials { credentials, expires_at }, assumed_arn))
 }
 
 /// The session name changetrail uses for a connection: recognisable in the customer's own

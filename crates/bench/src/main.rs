@@ -80,6 +80,7 @@ pub(crate) async fn connection(
         include_read_only: false,
         enabled: true,
         event_filter: Default::default(),
+        session_duration_seconds: 3600,
     };
     let c = store.create_connection(org.id, &settings, &ExternalId::generate()).await?;
     let role = format!("arn:aws:iam::{account}:role/reader");
@@ -89,11 +90,13 @@ pub(crate) async fn connection(
         required_external_id: Some(c.external_id.as_str().into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        max_session_duration: None,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
     let registered = RegisteredRole {
         role_arn: role,
+        via: vec![],
         account_id: account.into(),
         assumed_role_arn: String::new(),
         validated_at: domain::time_util::now(),

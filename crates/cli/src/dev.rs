@@ -130,6 +130,7 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
         required_external_id: connection["external_id"].as_str().map(str::to_owned),
         allow_lookup_events: true,
         reports_session_as: None,
+        max_session_duration: None,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });

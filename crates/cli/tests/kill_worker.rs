@@ -54,6 +54,7 @@ async fn backfill(db: &TestDb, standin: &aws_standin::RunningStandin) -> (Uuid, 
         include_read_only: false,
         enabled: true,
         event_filter: domain::noise::EventFilter { exclude_session_noise: false, ..Default::default() },
+        session_duration_seconds: 3600,
     };
     let connection = store.create_connection(org.id, &settings, &ExternalId::generate()).await.unwrap();
     standin.standin.add_role(aws_standin::RoleSpec {
@@ -62,11 +63,13 @@ async fn backfill(db: &TestDb, standin: &aws_standin::RunningStandin) -> (Uuid, 
         required_external_id: Some(connection.external_id.as_str().into()),
         allow_lookup_events: true,
         reports_session_as: None,
+        max_session_duration: None,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
     let role = RegisteredRole {
         role_arn: ROLE.into(),
+        via: vec![],
         account_id: ACCOUNT.into(),
         assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/changetrail-cloudtrail-reader/x"),
         validated_at: domain::time_util::now(),

@@ -73,6 +73,8 @@ pub struct Connection {
     pub external_id: ExternalId,
     pub status: ConnectionStatus,
     pub role_arn: Option<String>,
+    /// The roles assumed in turn before `role_arn`, first to last (empty: none).
+    pub role_via: Vec<String>,
     pub account_id: Option<String>,
     pub assumed_role_arn: Option<String>,
     pub validated_at: Option<OffsetDateTime>,
@@ -91,9 +93,35 @@ pub struct Connection {
 }
 
 pub const DEFAULT_LOOKBACK_DAYS: u16 = 7;
+/// AssumeRole's default and bounds for `DurationSeconds`.
+pub const DEFAULT_SESSION_SECONDS: u32 = 3600;
+pub const MIN_SESSION_SECONDS: u32 = 900;
+pub const MAX_SESSION_SECONDS: u32 = 43_200;
 /// LookupEvents keeps 90 days.
 pub const MAX_LOOKBACK_DAYS: u16 = 90;
 pub const MAX_RULES: usize = 100;
+/// The longest role chain, as Brinqa allows.
+pub const MAX_CHAIN_HOPS: usize = 5;
+
+/// A role chain as an admin gives it (`role_chain`), each ARN checked: 1–5 roles, none twice.
+/// The last is the role whose account is imported.
+pub fn parse_role_chain(chain: &[String]) -> Result<Vec<RoleArn>, Invalid> {
+    let mut errors = Invalid::default();
+    if chain.is_empty() || chain.len() > MAX_CHAIN_HOPS {
+        errors.push("role_chain", format!("give 1 to {MAX_CHAIN_HOPS} role ARNs, assumed in turn"));
+    }
+    let mut roles: Vec<RoleArn> = Vec::new();
+    for (i, arn) in chain.iter().enumerate() {
+        match RoleArn::parse(&format!("role_chain[{i}]"), arn) {
+            Ok(role) if roles.iter().any(|r| r.to_string() == role.to_string()) => {
+                errors.push(format!("role_chain[{i}]"), "is already in the chain");
+            }
+            Ok(role) => roles.push(role),
+            Err(e) => errors.0.extend(e.0),
+        }
+    }
+    errors.into_result().map(|()| roles)
+}
 
 /// The settings an admin chooses, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +136,9 @@ pub struct ConnectionSettings {
     pub enabled: bool,
     /// Which events are kept, on import and push alike.
     pub event_filter: crate::noise::EventFilter,
+    /// How long the role's sessions last (`DurationSeconds`), 900–43,200: the role's
+    /// `MaxSessionDuration` must allow it.
+    pub session_duration_seconds: u32,
 }
 
 pub fn parse_name(name: &str) -> Result<String, Invalid> {
@@ -141,6 +172,20 @@ pub fn parse_lookback_days(days: Option<i64>) -> Result<u16, Invalid> {
             "lookback_days",
             format!("must be between 1 and {MAX_LOOKBACK_DAYS} (LookupEvents keeps 90 days)"),
         )),
+    }
+}
+
+pub fn parse_session_duration(seconds: i64) -> Result<u32, Invalid> {
+    let range = i64::from(MIN_SESSION_SECONDS)..=i64::from(MAX_SESSION_SECONDS);
+    if range.contains(&seconds) {
+        Ok(seconds as u32)
+    } else {
+        Err(Invalid::one(
+            "session_duration",
+            format!(
+                "must be between {MIN_SESSION_SECONDS} and {MAX_SESSION_SECONDS} seconds (AssumeRole's bounds; the role's MaxSessionDuration must allow it)"
+            ),
+        ))
     }
 }
 
@@ -209,6 +254,9 @@ pub fn check_regions_in_partition(role: &RoleArn, regions: &[String]) -> Result<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredRole {
     pub role_arn: String,
+    /// The roles assumed in turn before `role_arn` (a role chain); empty when changetrail
+    /// assumes `role_arn` itself.
+    pub via: Vec<String>,
     pub account_id: String,
     pub assumed_role_arn: String,
     pub validated_at: OffsetDateTime,
@@ -228,6 +276,7 @@ pub struct SettingsPatch {
     pub enabled: Option<bool>,
     /// The filter as it came, replacing the old one whole.
     pub event_filter: Option<serde_json::Value>,
+    pub session_duration: Option<i64>,
     /// The admin tried to set the external ID, which is always an error.
     pub external_id_given: bool,
 }
@@ -246,6 +295,7 @@ impl ConnectionSettings {
             include_read_only: false,
             enabled: true,
             event_filter: crate::noise::EventFilter::default(),
+            session_duration_seconds: DEFAULT_SESSION_SECONDS,
         }
     }
 
@@ -284,6 +334,9 @@ impl ConnectionSettings {
         }
         if let Some(filter) = patch.event_filter {
             settings.event_filter = errors.check(crate::noise::EventFilter::parse(filter)).unwrap_or_default();
+        }
+        if let Some(seconds) = patch.session_duration {
+            settings.session_duration_seconds = errors.check(parse_session_duration(seconds)).unwrap_or_default();
         }
         settings.include_read_only = patch.include_read_only.unwrap_or(settings.include_read_only);
         settings.enabled = patch.enabled.unwrap_or(settings.enabled);

@@ -125,13 +125,15 @@ pub struct ConnectionRow {
     pub push_secret_created_at: Option<i64>,
     pub event_filter: sqlx::types::Json<domain::noise::EventFilter>,
     pub events_excluded: i64,
+    pub session_duration_seconds: i32,
+    pub role_via: sqlx::types::Json<Vec<String>>,
 }
 
 pub const CONNECTION_COLUMNS: &str =
     "id, org_id, name, regions, default_environment, environment_rules, lookback_days, \
      include_read_only, enabled, external_id, status, role_arn, account_id, assumed_role_arn, validated_at, \
      last_error_code, last_error_message, last_error_at, created_at, updated_at, links_version, \
-     push_secret_hash, push_secret_created_at, event_filter, events_excluded";
+     push_secret_hash, push_secret_created_at, event_filter, events_excluded, session_duration_seconds, role_via";
 
 impl TryFrom<ConnectionRow> for domain::Connection {
     type Error = StoreError;
@@ -159,10 +161,12 @@ impl TryFrom<ConnectionRow> for domain::Connection {
                 include_read_only: r.include_read_only,
                 enabled: r.enabled,
                 event_filter: r.event_filter.0,
+                session_duration_seconds: r.session_duration_seconds.clamp(900, 43_200) as u32,
             },
             external_id: domain::ExternalId::from_stored(r.external_id),
             status: domain::ConnectionStatus::from_stored(&r.status),
             role_arn: r.role_arn,
+            role_via: r.role_via.0,
             account_id: r.account_id,
             assumed_role_arn: r.assumed_role_arn,
             validated_at: r.validated_at.map(from_micros),

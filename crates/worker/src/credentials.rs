@@ -16,8 +16,8 @@ use crate::{Importer, Stop};
 #[derive(Default)]
 pub(crate) struct CredentialCache(Mutex<HashMap<(Uuid, String), TemporaryCredentials>>);
 
-const CREDENTIAL_MARGIN: Duration = Duration::from_secs(300);
-const SESSION: Duration = Duration::from_secs(3600);
+/// Credentials this close to their expiry are renewed before the next call.
+pub(crate) const CREDENTIAL_MARGIN: Duration = Duration::from_secs(300);
 
 impl CredentialCache {
     pub(crate) fn get(&self, connection_id: Uuid, role_arn: &str) -> Option<TemporaryCredentials> {
@@ -44,10 +44,18 @@ impl Importer {
         if let Some(creds) = self.credentials.get(connection.id, role_arn) {
             return Ok(creds);
         }
-        let role = domain::RoleArn::parse("role_arn", role_arn)
+        // The roles of its chain in turn, ending with its role.
+        let chain = connection
+            .role_via
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(role_arn))
+            .map(|arn| domain::RoleArn::parse("role_arn", arn))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|_| Stop::Failed("the connection has no valid role".into()))?;
         let session = aws::session_name(connection.id);
-        match self.aws.assume_role_for_import(&role, connection.external_id.as_str(), &session, SESSION).await {
+        let duration = Duration::from_secs(u64::from(connection.settings.session_duration_seconds));
+        match self.aws.assume_role_for_import(&chain, connection.external_id.as_str(), &session, duration).await {
             Ok(creds) => {
                 self.credentials.put(connection.id, role_arn, creds.clone());
                 Ok(creds)

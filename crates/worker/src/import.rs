@@ -97,6 +97,12 @@ impl Importer {
             };
             let mut token = current.next_token.clone();
             loop {
+                // A long walk outlives a short session: renew the credentials before they expire
+                // rather than let a call fail on them.
+                if creds.expires_at <= std::time::SystemTime::now() + crate::credentials::CREDENTIAL_MARGIN {
+                    creds = self.credentials(&connection).await?;
+                    reader = self.aws.cloudtrail_reader(&creds, &job.region);
+                }
                 let include_read_only = connection.settings.include_read_only;
                 let call =
                     LookupCall { reader: &reader, lease, walk: &current, token: token.clone(), include_read_only };

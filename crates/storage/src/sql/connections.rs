@@ -19,8 +19,9 @@ use crate::SqlStore;
 fn insert_sql() -> String {
     format!(
         "INSERT INTO connections (id, org_id, name, regions, default_environment, environment_rules, lookback_days,
-             include_read_only, enabled, event_filter, external_id, status, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending_role', $12, $12)
+             include_read_only, enabled, event_filter, session_duration_seconds, external_id, status, created_at,
+             updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending_role', $13, $13)
          RETURNING {CONNECTION_COLUMNS}"
     )
 }
@@ -28,14 +29,15 @@ fn insert_sql() -> String {
 fn update_settings_sql() -> String {
     format!(
         "UPDATE connections SET name = $3, regions = $4, default_environment = $5, environment_rules = $6,
-             lookback_days = $7, include_read_only = $8, enabled = $9, event_filter = $10, updated_at = $11
+             lookback_days = $7, include_read_only = $8, enabled = $9, event_filter = $10,
+             session_duration_seconds = $11, updated_at = $12
          WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
     )
 }
 
 fn register_role_sql() -> String {
     format!(
-        "UPDATE connections SET status = 'active', role_arn = $3, account_id = $4, assumed_role_arn = $5,
+        "UPDATE connections SET status = 'active', role_arn = $3, account_id = $4, assumed_role_arn = $5, role_via = $7,
              validated_at = $6, last_error_code = NULL, last_error_message = NULL, last_error_at = NULL,
              updated_at = $6
          WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
@@ -75,6 +77,7 @@ where
         .bind(settings.include_read_only)
         .bind(settings.enabled)
         .bind(Json(&settings.event_filter))
+        .bind(settings.session_duration_seconds as i32)
 }
 
 #[async_trait]
@@ -170,6 +173,7 @@ impl Connections for SqlStore {
                 .bind(&role.account_id)
                 .bind(&role.assumed_role_arn)
                 .bind(to_micros(role.validated_at))
+                .bind(Json(&role.via))
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok(None) };

@@ -215,18 +215,19 @@ async fn connections_round_trip_and_keep_their_external_id(backend: Backend) {
     assert_eq!((pending.status, pending.last_error.clone()), (ConnectionStatus::PendingRole, Some(problem.clone())));
 
     let role = RegisteredRole {
-        role_arn: "arn:aws:iam::222222222222:role/r".into(),
+        role_arn: Some("arn:aws:iam::222222222222:role/r".into()),
         via: vec![],
         account_id: "222222222222".into(),
         assumed_role_arn: "arn:aws:sts::222222222222:assumed-role/r/s".into(),
         validated_at: domain::time_util::now(),
+        credentials: domain::connection::CredentialSource::Role,
     };
     assert_eq!(db.store.register_role(b.id, created.id, &role).await.unwrap(), None);
     let active = db.store.register_role(a.id, created.id, &role).await.unwrap().unwrap();
     assert_eq!(active.status, ConnectionStatus::Active);
     assert_eq!(
         (active.role_arn.as_deref(), active.account_id.as_deref()),
-        (Some(role.role_arn.as_str()), Some("222222222222"))
+        (role.role_arn.as_deref(), Some("222222222222"))
     );
     assert_eq!(active.validated_at, Some(role.validated_at));
     assert_eq!(active.last_error, None, "registering clears the last error");

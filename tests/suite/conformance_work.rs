@@ -38,11 +38,12 @@ async fn setup(store: &Arc<dyn Store>, regions: &[&str]) -> (Uuid, Environment, 
     };
     let created = store.create_connection(org, &settings, &ExternalId::generate()).await.unwrap();
     let role = RegisteredRole {
-        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/r"),
+        role_arn: Some(format!("arn:aws:iam::{ACCOUNT}:role/r")),
         via: vec![],
         account_id: ACCOUNT.into(),
         assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/r/s"),
         validated_at: domain::time_util::now(),
+        credentials: domain::connection::CredentialSource::Role,
     };
     let active = store.register_role(org, created.id, &role).await.unwrap().unwrap();
     (org, prod, staging, active)

@@ -58,6 +58,7 @@ impl Fixture {
             allow_lookup_events: lookups,
             reports_session_as: None,
             max_session_duration: None,
+            allow_list_accounts: false,
             external_id_like: None,
             lookup_denied_regions: vec![],
         });
@@ -191,6 +192,7 @@ async fn every_role_validation_outcome(backend: Backend) {
         allow_lookup_events: true,
         reports_session_as: Some("arn:aws:sts::222222222222:assumed-role/someone-else/s".into()),
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
@@ -404,6 +406,7 @@ async fn a_loose_trust_policy_does_not_pass_and_no_other_organisation_can_use_th
             allow_lookup_events: true,
             reports_session_as: None,
             max_session_duration: None,
+            allow_list_accounts: false,
             external_id_like: Some(pattern.into()),
             lookup_denied_regions: vec![],
         });

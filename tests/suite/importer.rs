@@ -87,6 +87,7 @@ fn reader_role(arn: &str, external_id: &str, denied_regions: &[&str]) -> RoleSpe
         allow_lookup_events: true,
         reports_session_as: None,
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: denied_regions.iter().map(|r| r.to_string()).collect(),
     }
@@ -595,6 +596,7 @@ fn chained_role(arn: &str, trusts: &str, external_id: Option<&str>, lookups: boo
         allow_lookup_events: lookups,
         reports_session_as: None,
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: vec![],
     }

@@ -44,6 +44,7 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
         allow_lookup_events: true,
         reports_session_as: None,
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
@@ -103,6 +104,8 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     walk("POST", "/v1/connections/{id}/sync");
     assert_eq!(app.post(&format!("{conn}/reimport"), bt, json!({})).await.0, 404);
     walk("POST", "/v1/connections/{id}/reimport");
+    assert_eq!(app.get(&format!("{conn}/members"), bt).await.0, 404);
+    walk("GET", "/v1/connections/{id}/members");
     assert_eq!(app.post(&format!("{conn}/push"), bt, json!({})).await.0, 404, "B cannot rotate A's push secret");
     walk("POST", "/v1/connections/{id}/push");
     // B's own push secret does not open A's push URL.

@@ -47,6 +47,7 @@ mod hardening;
 mod importer;
 mod isolation;
 mod moto;
+mod organizations;
 mod project_files;
 mod push;
 mod rules;

@@ -100,6 +100,11 @@ pub const SERVICE_PRINCIPAL: &str = "arn:aws:iam::111111111111:role/changetrail"
 /// The service's AWS access as production builds it (aws-config's loader), with the endpoint,
 /// region and credentials named explicitly so parallel tests can each have their own stand-in.
 pub async fn aws_access(endpoint_url: &str, principal: Option<&str>) -> Arc<api::AwsAccess> {
+    Arc::new(api::AwsAccess::new(aws_client(endpoint_url).await, principal.map(str::to_owned), None))
+}
+
+/// The service's AWS clients on the stand-in at `endpoint_url`, with its service identity.
+pub async fn aws_client(endpoint_url: &str) -> aws::Aws {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint_url)
         .region(aws_config::Region::new("us-east-1"))
@@ -110,8 +115,7 @@ pub async fn aws_access(endpoint_url: &str, principal: Option<&str>) -> Arc<api:
             None,
             "test",
         ));
-    let aws = aws::Aws::from_loader(loader).await;
-    Arc::new(api::AwsAccess::new(aws, principal.map(str::to_owned), None))
+    aws::Aws::from_loader(loader).await
 }
 
 /// A stand-in for AWS that knows changetrail's service identity.

@@ -139,6 +139,7 @@ impl From<app::AppError> for ApiError {
                     Refusal::Conflict => StatusCode::CONFLICT,
                     Refusal::Upstream => StatusCode::BAD_GATEWAY,
                     Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
+                    Refusal::Forbidden => StatusCode::FORBIDDEN,
                 };
                 ApiError { status, code, detail, errors }
             }

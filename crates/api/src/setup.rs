@@ -9,6 +9,10 @@ pub const TERRAFORM_MODULE: &str = include_str!("../templates/main.tf");
 pub const EVENTBRIDGE_TEMPLATE: &str = include_str!("../templates/eventbridge.yaml");
 const EVENTBRIDGE_TERRAFORM: &str = include_str!("../templates/eventbridge.tf");
 const EVENTBRIDGE_TERRAFORM_FORWARD: &str = include_str!("../templates/eventbridge_forward.tf");
+pub const ORGANIZATION_TEMPLATE: &str = include_str!("../templates/organization.yaml");
+pub const MEMBER_TEMPLATE: &str = include_str!("../templates/member.yaml");
+const ORGANIZATION_TERRAFORM: &str = include_str!("../templates/organization.tf");
+const MEMBER_TEMPLATE_TOKEN: &str = "CHANGETRAIL_MEMBER_TEMPLATE_BODY";
 const EXTERNAL_ID_TOKEN: &str = "CHANGETRAIL_EXTERNAL_ID_VALUE";
 const PRINCIPAL_TOKEN: &str = "CHANGETRAIL_PRINCIPAL_ARN_VALUE";
 
@@ -22,6 +26,47 @@ pub struct SetupDocuments {
     pub aws_cli: String,
     pub eventbridge_cloudformation: String,
     pub eventbridge_terraform: String,
+    /// Of an organisation connection: the member role's template, which its StackSet deploys.
+    pub member_cloudformation_template: Option<String>,
+}
+
+/// An organisation connection's role: list the accounts, nothing else.
+pub fn organization_permissions_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["organizations:ListAccounts", "organizations:DescribeOrganization"],
+            "Resource": "*"
+        }]
+    })
+}
+
+/// `text` with every line but blank ones indented by `by` spaces, to sit in a YAML block scalar
+/// or a heredoc.
+fn indented(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines()
+        .map(|line| if line.is_empty() { String::new() } else { format!("{pad}{line}") })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The organisation documents: one stack (or Terraform configuration) in the management account
+/// holds the listing role, this account's member role and the StackSet of the others.
+fn organization_documents(connection: &Connection, external_id: &str, principal: &str) -> (String, String) {
+    let role_name = connection.member_role_name.as_deref().unwrap_or(domain::connection::DEFAULT_MEMBER_ROLE_NAME);
+    let max_session = connection.settings.session_duration_seconds.max(3600);
+    let fill_org = |template: &str, body_indent: usize| {
+        fill(template, external_id, principal)
+            .replace("CHANGETRAIL_MEMBER_ROLE_NAME_VALUE", role_name)
+            .replace(MEMBER_TEMPLATE_TOKEN, &indented(MEMBER_TEMPLATE, body_indent))
+    };
+    let cloudformation = fill_org(ORGANIZATION_TEMPLATE, 8)
+        .replace("    Default: 3600\n    MinValue: 3600", &format!("    Default: {max_session}\n    MinValue: 3600"));
+    let terraform =
+        fill_org(ORGANIZATION_TERRAFORM, 4).replace("default     = 3600", &format!("default     = {max_session}"));
+    (cloudformation, terraform)
 }
 
 fn fill(template: &str, external_id: &str, principal: &str) -> String {
@@ -103,6 +148,31 @@ pub fn render(connection: &Connection, principal: &str, template_url: Option<&st
         id = connection.id,
     );
     let (eventbridge_cloudformation, eventbridge_terraform) = push_documents(connection, push_url);
+    if connection.kind == domain::connection::ConnectionKind::Organization {
+        let (cloudformation_template, terraform) = organization_documents(connection, external_id, principal);
+        let aws_cli = format!(
+            "# In the organisation's management account (trusted access for StackSets enabled):\n\
+             curl -s -H \"Authorization: Bearer $CHANGETRAIL_TOKEN\" $CHANGETRAIL_URL/v1/connections/{id}/setup \\\n  | jq -r .cloudformation_template > changetrail-organization.yaml\n\
+             aws cloudformation deploy --region {region} --stack-name {stack} --template-file changetrail-organization.yaml \\\n  \
+             --capabilities CAPABILITY_NAMED_IAM \\\n  --parameter-overrides OrganizationalUnitIds=$(aws organizations list-roots --query 'Roots[0].Id' --output text)\n\
+             aws cloudformation describe-stacks --region {region} --stack-name {stack} \\\n  \
+             --query \"Stacks[0].Outputs[?OutputKey=='RoleArn'].OutputValue\" --output text\n\
+             curl -s -X PUT -H \"Authorization: Bearer $CHANGETRAIL_TOKEN\" -H 'Content-Type: application/json' \\\n  \
+             -d '{{\"role_arn\": \"ROLE_ARN_FROM_ABOVE\"}}' $CHANGETRAIL_URL/v1/connections/{id}/role\n",
+            id = connection.id,
+        );
+        return SetupDocuments {
+            trust_policy: trust_policy(external_id, principal),
+            permissions_policy: organization_permissions_policy(),
+            cloudformation_template,
+            cloudformation_quick_create_url: None,
+            terraform,
+            aws_cli,
+            eventbridge_cloudformation,
+            eventbridge_terraform,
+            member_cloudformation_template: Some(MEMBER_TEMPLATE.to_owned()),
+        };
+    }
     // The role must allow sessions as long as the connection asks for (AWS's default is 3,600 s).
     let max_session = connection.settings.session_duration_seconds.max(3600);
     let cloudformation_template = fill(CLOUDFORMATION_TEMPLATE, external_id, principal)
@@ -118,5 +188,6 @@ pub fn render(connection: &Connection, principal: &str, template_url: Option<&st
         aws_cli,
         eventbridge_cloudformation,
         eventbridge_terraform,
+        member_cloudformation_template: None,
     }
 }

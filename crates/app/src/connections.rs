@@ -1,7 +1,7 @@
 //! The connection lifecycle: create, change settings, register and re-validate the role,
 //! import status, sync, delete.
 
-use domain::connection::{self, ConnectionProblem, SettingsPatch};
+use domain::connection::{self, ConnectionKind, ConnectionProblem, CredentialSource, NewMember, SettingsPatch};
 use domain::import::JobPlan;
 use domain::{Connection, ConnectionSettings, ConnectionStatus, ExternalId, FieldError, Invalid};
 use domain::{RegisteredRole, RoleArn};
@@ -10,11 +10,16 @@ use uuid::Uuid;
 
 use crate::{App, AppError, AppResult, Refusal};
 
-/// The role an admin registers: one ARN, or a chain of roles assumed in turn.
+/// The role an admin registers: one ARN, a chain of roles assumed in turn, or changetrail's own
+/// identity (no role).
 pub enum RoleInput<'a> {
     Arn(&'a str),
     Chain(&'a [String]),
+    Service,
 }
+
+/// The AWS account status of a member that imports.
+const ACCOUNT_ACTIVE: &str = "ACTIVE";
 
 /// The import of one region of a connection, as an admin follows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +52,47 @@ impl App {
         Ok(self.store.create_connection(org_id, &settings, &ExternalId::generate()).await?)
     }
 
-    /// New settings; a change of rules re-links the stored events in the background.
+    /// A new organisation connection: its role (registered next) lists the organisation's
+    /// accounts, and each member account's `member_role_name` role is imported as a member.
+    pub async fn create_organization_connection(
+        &self,
+        org_id: Uuid,
+        patch: SettingsPatch,
+        member_role_name: Option<&str>,
+    ) -> AppResult<Connection> {
+        let mut errors = Invalid::default();
+        let settings = errors.check(ConnectionSettings::new_connection().apply(patch));
+        let role_name = member_role_name.unwrap_or(connection::DEFAULT_MEMBER_ROLE_NAME);
+        let role_name = errors.check(connection::parse_member_role_name(role_name));
+        errors.into_result()?;
+        let (Some(settings), Some(role_name)) = (settings, role_name) else { unreachable!("no errors") };
+        self.check_environments(org_id, &settings).await?;
+        Ok(self.store.create_organization_connection(org_id, &settings, &ExternalId::generate(), &role_name).await?)
+    }
+
+    /// New settings; a change of rules re-links the stored events in the background. A
+    /// member's own settings stop following its organisation connection's; an organisation
+    /// connection's new settings go to each member that has none of its own.
     pub async fn update_connection(&self, org_id: Uuid, id: Uuid, patch: SettingsPatch) -> AppResult<Connection> {
         let existing = self.connection(org_id, id).await?;
+        let updated = self.apply_settings(&existing, patch).await?;
+        match existing.kind {
+            ConnectionKind::Member => self.store.mark_settings_overridden(org_id, id).await?,
+            ConnectionKind::Organization => {
+                for member in self.store.list_members(org_id, id).await? {
+                    if !member.settings_overridden {
+                        let settings =
+                            ConnectionSettings { name: member.settings.name.clone(), ..updated.settings.clone() };
+                        self.store_settings(&member, settings).await?;
+                    }
+                }
+            }
+            ConnectionKind::Account => {}
+        }
+        Ok(updated)
+    }
+
+    async fn apply_settings(&self, existing: &Connection, patch: SettingsPatch) -> AppResult<Connection> {
         let mut settings = existing.settings.apply(patch);
         if let (Ok(s), Some(role)) =
             (&settings, existing.role_arn.as_deref().and_then(|a| RoleArn::parse("role_arn", a).ok()))
@@ -59,23 +102,38 @@ impl App {
             }
         }
         let settings = settings?;
-        self.check_environments(org_id, &settings).await?;
-        if let Some(account_id) = existing.account_id.as_deref() {
-            self.check_no_overlap(org_id, existing.id, account_id, &settings.regions).await?;
+        self.check_environments(existing.org_id, &settings).await?;
+        if let (Some(account_id), false) =
+            (existing.account_id.as_deref(), existing.kind == ConnectionKind::Organization)
+        {
+            self.check_no_overlap(existing.org_id, existing.id, account_id, &settings.regions).await?;
         }
+        self.store_settings(existing, settings).await
+    }
+
+    /// Stores checked settings: re-links when the rules changed, and schedules the regions.
+    async fn store_settings(&self, existing: &Connection, settings: ConnectionSettings) -> AppResult<Connection> {
         let updated = self
             .store
-            .update_connection_settings(org_id, existing.id, &settings)
+            .update_connection_settings(existing.org_id, existing.id, &settings)
             .await?
             .ok_or(AppError::NotFound("connection"))?;
         if updated.settings.links_differ(&existing.settings) {
-            self.store.request_relink(org_id, updated.id).await?;
+            self.store.request_relink(updated.org_id, updated.id).await?;
         }
         self.schedule(&updated).await?;
         Ok(updated)
     }
 
     pub async fn delete_connection(&self, org_id: Uuid, id: Uuid) -> AppResult<()> {
+        if self.connection(org_id, id).await?.kind == ConnectionKind::Member {
+            return Err(AppError::refused(
+                Refusal::Conflict,
+                "organization_member",
+                "this connection is a member of an organisation connection, and discovery would create it again; \
+                 disable it (PATCH enabled: false) or delete the organisation connection",
+            ));
+        }
         match self.store.delete_connection(org_id, id).await? {
             true => Ok(()),
             false => Err(AppError::NotFound("connection")),
@@ -87,7 +145,15 @@ impl App {
     /// account is imported).
     pub async fn register_role(&self, org_id: Uuid, id: Uuid, role: RoleInput<'_>) -> AppResult<Connection> {
         let connection = self.connection(org_id, id).await?;
+        if connection.kind == ConnectionKind::Member {
+            return Err(AppError::refused(
+                Refusal::Conflict,
+                "organization_member",
+                "a member's role is the organisation connection's member_role_name in its account, kept by discovery",
+            ));
+        }
         let (via, role) = match role {
+            RoleInput::Service => return self.register_service_credentials(&connection).await,
             RoleInput::Arn(arn) => (Vec::new(), RoleArn::parse("role_arn", arn).map_err(invalid_role)?),
             RoleInput::Chain(chain) => {
                 let mut chain = connection::parse_role_chain(chain).map_err(invalid_role)?;
@@ -103,13 +169,195 @@ impl App {
                 format!("the role's partition does not hold this connection's regions: {regions}"),
             ))
         })?;
-        self.check_no_overlap(org_id, connection.id, &role.account_id, &connection.settings.regions).await?;
+        if connection.kind == ConnectionKind::Account {
+            self.check_no_overlap(org_id, connection.id, &role.account_id, &connection.settings.regions).await?;
+        }
         self.validate(&connection, &via, &role, false).await
+    }
+
+    /// `credentials: service`: the account of changetrail's own identity, read with that
+    /// identity. Only where the operator allows it, and for one organisation.
+    async fn register_service_credentials(&self, connection: &Connection) -> AppResult<Connection> {
+        if !self.aws.allow_service_credentials {
+            return Err(AppError::refused(
+                Refusal::Forbidden,
+                "service_credentials_disabled",
+                "this changetrail does not import with its own AWS identity: that identity belongs to its operator. \
+                 Register a role (role_arn or role_chain); an operator running changetrail for one organisation \
+                 can allow it with CHANGETRAIL_ALLOW_SERVICE_CREDENTIALS=true",
+            ));
+        }
+        if connection.kind != ConnectionKind::Account {
+            return Err(AppError::refused(
+                Refusal::Conflict,
+                "service_credentials_not_for_organization",
+                "an organisation connection needs a role in the management account; credentials: service reads one account",
+            ));
+        }
+        let org_id = connection.org_id;
+        if self.store.organizations_on_service_credentials().await?.iter().any(|other| *other != org_id) {
+            return Err(AppError::refused(
+                Refusal::Forbidden,
+                "service_credentials_taken",
+                "another organisation already imports with changetrail's own AWS identity; it serves one organisation",
+            ));
+        }
+        let region = connection.settings.regions.first().map(String::as_str).unwrap_or("us-east-1");
+        match self.aws.aws.validate_own_identity(region).await {
+            Ok((arn, account_id)) => {
+                self.check_no_overlap(org_id, connection.id, &account_id, &connection.settings.regions).await?;
+                let registration = RegisteredRole {
+                    role_arn: None,
+                    via: Vec::new(),
+                    account_id,
+                    assumed_role_arn: arn,
+                    validated_at: domain::time_util::now(),
+                    credentials: CredentialSource::Service,
+                };
+                let updated = self
+                    .store
+                    .register_role(org_id, connection.id, &registration)
+                    .await?
+                    .ok_or(AppError::NotFound("connection"))?;
+                tracing::info!(connection = %connection.id, "registered on changetrail's own identity");
+                Ok(updated)
+            }
+            Err(failure) => {
+                let transient = matches!(failure, aws::RoleCheckFailure::Unavailable(_));
+                let detail = match &failure {
+                    aws::RoleCheckFailure::LookupDenied { region, message } => format!(
+                        "changetrail's own identity may not call cloudtrail:LookupEvents in {region} ({message}); \
+                         attach the setup's permissions_policy to it"
+                    ),
+                    other => format!("changetrail's own identity could not be checked: {other:?}"),
+                };
+                let kind = if transient { Refusal::Upstream } else { Refusal::Unacceptable };
+                Err(AppError::refused(kind, failure.code(), detail))
+            }
+        }
+    }
+
+    /// Lists an active organisation connection's accounts and brings its members up to date:
+    /// a member per listed account (created with the parent's settings), each new or failing
+    /// one validated with the six checks, suspended and departed accounts stopped with the
+    /// reason. Returns the members.
+    pub async fn discover_members(&self, org_id: Uuid, id: Uuid) -> AppResult<Vec<Connection>> {
+        let parent = self.active_connection(org_id, id).await?;
+        if parent.kind != ConnectionKind::Organization {
+            return Err(AppError::refused(
+                Refusal::Conflict,
+                "not_organization",
+                "only an organisation connection has members",
+            ));
+        }
+        let chain = parent
+            .role_via
+            .iter()
+            .chain(parent.role_arn.iter())
+            .map(|arn| RoleArn::parse("role_arn", arn))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(AppError::Invalid)?;
+        let partition = chain.last().map_or("aws", |r| r.partition.as_str()).to_owned();
+        let duration = std::time::Duration::from_secs(u64::from(parent.settings.session_duration_seconds));
+        let session = aws::session_name(parent.id);
+        let upstream = |code: &'static str, detail: String| AppError::refused(Refusal::Upstream, code, detail);
+        let credentials = self
+            .aws
+            .aws
+            .assume_role_for_import(&chain, parent.external_id.as_str(), &session, duration)
+            .await
+            .map_err(|e| match e {
+                aws::AssumeRoleFailure::Denied(m) | aws::AssumeRoleFailure::Failed(m) => {
+                    upstream("assume_role_failed", m)
+                }
+            })?;
+        let accounts = self
+            .aws
+            .aws
+            .list_accounts(&credentials, &partition)
+            .await
+            .map_err(|e| upstream("list_accounts_failed", e.to_string()))?;
+        let listed: Vec<NewMember> = accounts.iter().map(|account| NewMember::of(&parent, account)).collect();
+        let members = self.store.sync_members(org_id, id, &listed, domain::time_util::now()).await?;
+        for member in &members {
+            self.settle_member(member).await?;
+        }
+        Ok(self.store.list_members(org_id, id).await?)
+    }
+
+    /// An organisation connection and its members.
+    pub async fn connection_members(&self, org_id: Uuid, id: Uuid) -> AppResult<(Connection, Vec<Connection>)> {
+        let parent = self.connection(org_id, id).await?;
+        if parent.kind != ConnectionKind::Organization {
+            return Err(AppError::refused(
+                Refusal::Conflict,
+                "not_organization",
+                "only an organisation connection has members",
+            ));
+        }
+        let members = self.store.list_members(org_id, id).await?;
+        Ok((parent, members))
+    }
+
+    /// One member after a listing: an active account's member validated unless it already
+    /// imports; any other's stopped with why.
+    async fn settle_member(&self, member: &Connection) -> AppResult<()> {
+        let account = member.account_id.as_deref().unwrap_or_default();
+        let status = member.member_account.as_ref().map_or(ACCOUNT_ACTIVE, |a| a.status.as_str());
+        let stopped = |code: &str, message: String| ConnectionProblem {
+            code: code.to_owned(),
+            message,
+            at: domain::time_util::now(),
+        };
+        let problem = if status == ACCOUNT_ACTIVE {
+            if member.status == ConnectionStatus::Active {
+                return Ok(());
+            }
+            let Some(role) = member.role_arn.as_deref().and_then(|arn| RoleArn::parse("role_arn", arn).ok()) else {
+                return Ok(());
+            };
+            match self.check_no_overlap(member.org_id, member.id, account, &member.settings.regions).await {
+                Ok(()) => {
+                    return match self.validate(member, &[], &role, member.status == ConnectionStatus::Error).await {
+                        // A failed check is recorded on the member; only the store failing stops discovery.
+                        Err(AppError::Store(e)) => Err(AppError::Store(e)),
+                        _ => Ok(()),
+                    };
+                }
+                Err(AppError::Refused { detail, .. }) => stopped("region_overlap", detail),
+                Err(other) => return Err(other),
+            }
+        } else if status == connection::MEMBER_LEFT {
+            stopped(
+                "account_left_organization",
+                format!(
+                    "account {account} is no longer listed by the organisation's ListAccounts, so it is no longer \
+                     imported; the events already imported stay on the timeline"
+                ),
+            )
+        } else {
+            stopped(
+                "account_suspended",
+                format!(
+                    "AWS Organizations lists account {account} as {status}, so it is not imported; its import \
+                     resumes when the account is ACTIVE again"
+                ),
+            )
+        };
+        let unchanged = member.status == ConnectionStatus::Error
+            && member.last_error.as_ref().is_some_and(|e| e.code == problem.code);
+        if !unchanged {
+            self.store.record_connection_problem(member.org_id, member.id, &problem, true).await?;
+        }
+        Ok(())
     }
 
     /// Re-runs the role's checks; a role that stopped working puts the connection in `error`.
     pub async fn validate_connection(&self, org_id: Uuid, id: Uuid) -> AppResult<Connection> {
         let connection = self.connection(org_id, id).await?;
+        if connection.credentials == CredentialSource::Service {
+            return self.register_service_credentials(&connection).await;
+        }
         let Some(role) = connection.role_arn.as_deref().and_then(|arn| RoleArn::parse("role_arn", arn).ok()) else {
             return Err(AppError::refused(
                 Refusal::Conflict,
@@ -136,10 +384,18 @@ impl App {
             .collect())
     }
 
-    /// Makes every region of an active connection due now.
+    /// Makes every region of an active connection due now (an organisation connection: its
+    /// discovery).
     pub async fn sync_connection(&self, org_id: Uuid, id: Uuid) -> AppResult<()> {
         let connection = self.active_connection(org_id, id).await?;
-        self.store.request_import(org_id, connection.id).await?;
+        match connection.kind {
+            ConnectionKind::Organization => {
+                self.store.request_discovery(org_id, connection.id, domain::time_util::now()).await?
+            }
+            _ => {
+                self.store.request_import(org_id, connection.id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -186,7 +442,8 @@ impl App {
         for other in self.store.connections_of_account(org_id, account_id).await? {
             let shared: Vec<&str> =
                 other.settings.regions.iter().filter(|r| regions.contains(r)).map(String::as_str).collect();
-            if other.id != id && !shared.is_empty() {
+            // An organisation connection's role is in an account it does not import.
+            if other.id != id && other.kind != ConnectionKind::Organization && !shared.is_empty() {
                 let list = shared.join(", ");
                 return Err(AppError::Refused {
                     kind: Refusal::Unacceptable,
@@ -224,17 +481,22 @@ impl App {
         let region = connection.settings.regions.first().map(String::as_str).unwrap_or("us-east-1");
         let session = aws::session_name(connection.id);
         let duration = std::time::Duration::from_secs(u64::from(connection.settings.session_duration_seconds));
+        let purpose = match connection.kind {
+            ConnectionKind::Organization => aws::RoleUse::ListAccounts,
+            _ => aws::RoleUse::Import { lookup_region: region },
+        };
         let outcome =
-            self.aws.aws.validate_role(via, role, connection.external_id.as_str(), &session, region, duration).await;
+            self.aws.aws.validate_role(via, role, connection.external_id.as_str(), &session, purpose, duration).await;
         let (org_id, id) = (connection.org_id, connection.id);
         match outcome {
             Ok(validated) => {
                 let registration = RegisteredRole {
-                    role_arn: role.to_string(),
+                    role_arn: Some(role.to_string()),
                     via: via.iter().map(ToString::to_string).collect(),
                     account_id: role.account_id.clone(),
                     assumed_role_arn: validated.assumed_role_arn,
                     validated_at: domain::time_util::now(),
+                    credentials: CredentialSource::Role,
                 };
                 let updated = self
                     .store

@@ -53,6 +53,8 @@ pub enum Refusal {
     Upstream,
     /// A webhook delivery whose signature does not prove it came from the source's provider.
     Unauthenticated,
+    /// Not allowed by how the operator configured this changetrail.
+    Forbidden,
 }
 
 impl AppError {
@@ -82,11 +84,27 @@ pub struct AwsAccess {
     discovered_principal: tokio::sync::OnceCell<String>,
     /// Where the operator published the CloudFormation template, for quick-create links.
     pub cfn_template_url: Option<String>,
+    /// Whether a connection may import with changetrail's own identity
+    /// (`CHANGETRAIL_ALLOW_SERVICE_CREDENTIALS`): that identity is the operator's, so off by
+    /// default, and then for one organisation only.
+    pub allow_service_credentials: bool,
 }
 
 impl AwsAccess {
     pub fn new(aws: aws::Aws, configured_principal: Option<String>, cfn_template_url: Option<String>) -> Self {
-        AwsAccess { aws, configured_principal, discovered_principal: tokio::sync::OnceCell::new(), cfn_template_url }
+        AwsAccess {
+            aws,
+            configured_principal,
+            discovered_principal: tokio::sync::OnceCell::new(),
+            cfn_template_url,
+            allow_service_credentials: false,
+        }
+    }
+
+    /// Allows (or not) connections on changetrail's own identity.
+    pub fn with_service_credentials(mut self, allowed: bool) -> Self {
+        self.allow_service_credentials = allowed;
+        self
     }
 
     /// `CHANGETRAIL_AWS_PRINCIPAL_ARN`, or else what GetCallerIdentity says of the service's own

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::sts::account_of;
 use crate::*;
 
-fn json_error(status: u16, error_type: &str, message: &str) -> Response {
+pub(crate) fn json_error(status: u16, error_type: &str, message: &str) -> Response {
     let body = serde_json::json!({"__type": error_type, "message": message}).to_string();
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -39,7 +39,7 @@ fn cloudtrail_action(standin: &Standin, headers: &HeaderMap, action: &str, body:
     }
     let region = region_of(headers).unwrap_or_else(|| "us-east-1".to_owned());
     let (allowed, caller_arn, role_arn) = match &who {
-        Caller::Identity(i) => (false, i.arn.clone(), i.arn.clone()),
+        Caller::Identity(i) => (inner.identity_lookups.contains(&i.access_key_id), i.arn.clone(), i.arn.clone()),
         Caller::Session(s) => (
             inner
                 .roles

@@ -2,7 +2,8 @@
 //! that the real SDK clients can be pointed at it with `AWS_ENDPOINT_URL`:
 //!
 //! - STS `AssumeRole` and `GetCallerIdentity` (awsQuery: a form POST, XML answers, XML errors);
-//! - CloudTrail `LookupEvents` (awsJson1.1: `X-Amz-Target`, JSON errors with `__type`).
+//! - CloudTrail `LookupEvents` (awsJson1.1: `X-Amz-Target`, JSON errors with `__type`);
+//! - Organizations `ListAccounts` (awsJson1.1, paged by `NextToken`, 20 accounts a page at most).
 //!
 //! Callers are recognised by the access key in their SigV4 `Authorization` header, and sessions
 //! by their `X-Amz-Security-Token`; signatures themselves are not verified. Roles are declared
@@ -58,6 +59,19 @@ pub struct RoleSpec {
     /// `DurationSeconds` is refused, as AWS refuses it.
     #[serde(default)]
     pub max_session_duration: Option<u32>,
+    /// Whether the permissions policy allows `organizations:ListAccounts` (which also needs the
+    /// role to be in the organisation's management account).
+    #[serde(default)]
+    pub allow_list_accounts: bool,
+}
+
+/// An account of the stand-in's AWS Organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandinAccount {
+    pub id: String,
+    pub name: String,
+    /// `ACTIVE`, `SUSPENDED` or `PENDING_CLOSURE`.
+    pub status: String,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +120,11 @@ struct Inner {
     throttle_next: u32,
     throttled: u64,
     lookups_served: u64,
+    /// Long-lived identities (by access key) whose policies allow LookupEvents in their own
+    /// account.
+    identity_lookups: std::collections::HashSet<String>,
+    /// The organisation: its management account and its accounts, in the order listed.
+    organization: Option<(String, Vec<StandinAccount>)>,
 }
 
 #[derive(Clone, Default)]
@@ -146,6 +165,34 @@ impl Standin {
 
     pub fn add_role(&self, role: RoleSpec) {
         self.inner.lock().unwrap().roles.insert(role.arn.clone(), role);
+    }
+
+    /// Lets a long-lived identity call LookupEvents in its own account.
+    pub fn allow_identity_lookups(&self, access_key_id: &str) {
+        self.inner.lock().unwrap().identity_lookups.insert(access_key_id.to_owned());
+    }
+
+    /// Makes `management_account` the management account of an organisation of `accounts`.
+    pub fn set_organization(&self, management_account: &str, accounts: Vec<StandinAccount>) {
+        self.inner.lock().unwrap().organization = Some((management_account.to_owned(), accounts));
+    }
+
+    /// Adds an account to the organisation, or changes the status of one already in it.
+    pub fn put_organization_account(&self, account: StandinAccount) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some((_, accounts)) = inner.organization.as_mut() else { return };
+        match accounts.iter_mut().find(|a| a.id == account.id) {
+            Some(existing) => *existing = account,
+            None => accounts.push(account),
+        }
+    }
+
+    /// Removes an account from the organisation (it left).
+    pub fn remove_organization_account(&self, account_id: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some((_, accounts)) = inner.organization.as_mut() {
+            accounts.retain(|a| a.id != account_id);
+        }
     }
 
     pub fn set_sts_failure(&self, status: Option<u16>) {
@@ -263,11 +310,15 @@ async fn declare_role(State(standin): State<Standin>, axum::Json(role): axum::Js
 
 async fn handle(State(standin): State<Standin>, headers: HeaderMap, body: Bytes) -> Response {
     match headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        Some(target) if target.starts_with("AWSOrganizationsV20161128.") => {
+            organizations::organizations(&standin, &headers, target, &body)
+        }
         Some(target) => cloudtrail::cloudtrail(&standin, &headers, target, &body),
         None => sts::sts(&standin, &headers, &body),
     }
 }
 mod cloudtrail;
+mod organizations;
 mod sts;
 
 pub use cloudtrail::StandinEvent;

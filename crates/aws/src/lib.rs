@@ -16,7 +16,18 @@ use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use domain::RoleArn;
 
 mod cloudtrail;
+mod organizations;
 pub use cloudtrail::{CloudTrailReader, LookupError, LookupPage};
+pub use organizations::ListAccountsError;
+
+/// What a validated role is for, which decides the last check of its validation.
+#[derive(Debug, Clone, Copy)]
+pub enum RoleUse<'a> {
+    /// Importing: one LookupEvents call in this region must be allowed.
+    Import { lookup_region: &'a str },
+    /// Listing an organisation's accounts: DescribeOrganization and ListAccounts must be allowed.
+    ListAccounts,
+}
 
 /// Every AWS call answers or fails within this, so no request hangs on AWS.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +78,10 @@ pub enum RoleCheckFailure {
         region: String,
         message: String,
     },
+    /// An organisation connection's role may not list the organisation's accounts.
+    ListAccountsDenied {
+        message: String,
+    },
     /// AssumeRole refused the connection's `session_duration`: the role's MaxSessionDuration is
     /// shorter.
     SessionTooLong {
@@ -83,6 +98,7 @@ impl RoleCheckFailure {
             RoleCheckFailure::IdentityMismatch { .. } => "identity_mismatch",
             RoleCheckFailure::ExternalIdNotEnforced { .. } => "external_id_not_enforced",
             RoleCheckFailure::LookupDenied { .. } => "lookup_denied",
+            RoleCheckFailure::ListAccountsDenied { .. } => "list_accounts_denied",
             RoleCheckFailure::SessionTooLong { .. } => "session_duration_too_long",
             RoleCheckFailure::Unavailable(_) => "aws_unavailable",
         }
@@ -123,6 +139,11 @@ impl RoleCheckFailure {
             RoleCheckFailure::LookupDenied { region, message } => format!(
                 "The role can be assumed, but cloudtrail:LookupEvents was denied in {region} ({message}). Attach the \
                  setup's permissions_policy to {role} and register it again."
+            ),
+            RoleCheckFailure::ListAccountsDenied { message } => format!(
+                "The role can be assumed, but it may not list the organisation's accounts ({message}). An organisation \
+                 connection's role must be in the management account or a delegated administrator's, with \
+                 organizations:DescribeOrganization and organizations:ListAccounts (the setup's permissions_policy)."
             ),
             RoleCheckFailure::SessionTooLong { seconds, message } => format!(
                 "The role can be assumed, but not for the connection's session_duration of {seconds} s ({message}). \
@@ -268,7 +289,7 @@ impl Aws {
         role: &RoleArn,
         external_id: &str,
         session_name: &str,
-        lookup_region: &str,
+        purpose: RoleUse<'_>,
         session_duration: Duration,
     ) -> Result<ValidatedRole, RoleCheckFailure> {
         let validation_session = Duration::from_secs(900);
@@ -333,6 +354,52 @@ impl Aws {
             }
         }
 
+        let lookup_region = match purpose {
+            RoleUse::Import { lookup_region } => lookup_region,
+            RoleUse::ListAccounts => {
+                let partition = role.partition.as_str();
+                self.list_accounts_page(&credentials, partition, None).await.map_err(|e| match e {
+                    organizations::ListAccountsError::Denied(message) => {
+                        RoleCheckFailure::ListAccountsDenied { message }
+                    }
+                    organizations::ListAccountsError::Failed(message) => RoleCheckFailure::Unavailable(message),
+                })?;
+                return Ok(ValidatedRole { assumed_role_arn: actual });
+            }
+        };
+        self.lookup_allowed(&credentials, lookup_region).await?;
+        Ok(ValidatedRole { assumed_role_arn: actual })
+    }
+
+    /// changetrail's own identity, for `credentials: service`: GetCallerIdentity names the
+    /// account, and one LookupEvents call in `lookup_region` is allowed. Returns the
+    /// identity's ARN and account.
+    pub async fn validate_own_identity(&self, lookup_region: &str) -> Result<(String, String), RoleCheckFailure> {
+        let identity =
+            self.sts.get_caller_identity().send().await.map_err(|e| RoleCheckFailure::Unavailable(describe(&e)))?;
+        let arn = identity.arn().unwrap_or_default().to_owned();
+        let account = identity.account().unwrap_or_default().to_owned();
+        let credentials = self.own_credentials().await.map_err(RoleCheckFailure::Unavailable)?;
+        self.lookup_allowed(&credentials, lookup_region).await?;
+        Ok((arn, account))
+    }
+
+    /// The service's own credentials from aws-config's chain (refreshed by the chain itself).
+    pub async fn own_credentials(&self) -> Result<TemporaryCredentials, String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let provider = self.sdk.credentials_provider().ok_or("no AWS credentials are configured")?;
+        let credentials = provider.provide_credentials().await.map_err(|e| format!("no AWS credentials: {e}"))?;
+        // Long-lived keys never expire; ask the chain again within the hour all the same.
+        let expires_at = credentials.expiry().unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
+        Ok(TemporaryCredentials { credentials, expires_at })
+    }
+
+    /// One LookupEvents call is allowed on `credentials` in `lookup_region`.
+    async fn lookup_allowed(
+        &self,
+        credentials: &TemporaryCredentials,
+        lookup_region: &str,
+    ) -> Result<(), RoleCheckFailure> {
         // LookupEvents allows 2 calls per second per account and region, which an import may be
         // using right now: this one call rides out throttling rather than fail the validation.
         // Its retries draw on a quota of their own: the SDK's retry quota is process-wide per
@@ -353,7 +420,7 @@ impl Aws {
                 RoleCheckFailure::Unavailable(describe(&e))
             });
         }
-        Ok(ValidatedRole { assumed_role_arn: actual })
+        Ok(())
     }
 }
 

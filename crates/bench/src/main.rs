@@ -91,15 +91,17 @@ pub(crate) async fn connection(
         allow_lookup_events: true,
         reports_session_as: None,
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
     let registered = RegisteredRole {
-        role_arn: role,
+        role_arn: Some(role),
         via: vec![],
         account_id: account.into(),
         assumed_role_arn: String::new(),
         validated_at: domain::time_util::now(),
+        credentials: domain::connection::CredentialSource::Role,
     };
     let active = store.register_role(org.id, c.id, &registered).await?.expect("the connection exists");
     let plan =

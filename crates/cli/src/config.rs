@@ -59,6 +59,16 @@ pub const VARIABLES: &[Variable] = &[
         default: "false",
         meaning: "`true` lets rules' webhooks reach private, loopback and link-local addresses and plain http (a private network; tests)",
     },
+    Variable {
+        name: "CHANGETRAIL_ALLOW_SERVICE_CREDENTIALS",
+        default: "false",
+        meaning: "`true` lets one organisation import the account of changetrail's own AWS identity with it (`credentials: service`, no role): for a changetrail run by and for one organisation",
+    },
+    Variable {
+        name: "CHANGETRAIL_DISCOVERY_INTERVAL",
+        default: "1h",
+        meaning: "how often each organisation connection's accounts are listed (new members, suspended and departed accounts)",
+    },
     Variable { name: "CHANGETRAIL_IMPORT_INTERVAL", default: "5m", meaning: "how often each region is brought up to date" },
     Variable { name: "CHANGETRAIL_IMPORT_OVERLAP", default: "20m", meaning: "how far behind its checkpoint each run re-scans (LookupEvents delivers late)" },
     Variable { name: "CHANGETRAIL_IMPORT_LEASE", default: "60s", meaning: "how long a dead worker's regions stay claimed before another worker takes them" },
@@ -121,6 +131,8 @@ pub struct Config {
     pub import: worker::ImportSettings,
     pub pagerduty_url: String,
     pub allow_private_targets: bool,
+    pub allow_service_credentials: bool,
+    pub discovery_interval: Duration,
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
@@ -183,6 +195,23 @@ impl Config {
                 false
             }
         };
+        let allow_service_text = parse("CHANGETRAIL_ALLOW_SERVICE_CREDENTIALS", "false");
+        let allow_service_credentials = match allow_service_text.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                errors.push(format!("CHANGETRAIL_ALLOW_SERVICE_CREDENTIALS: {other:?} is neither true nor false"));
+                false
+            }
+        };
+        let discovery_text = parse("CHANGETRAIL_DISCOVERY_INTERVAL", "1h");
+        let discovery_interval =
+            parse_duration(&discovery_text).filter(|d| *d >= Duration::from_secs(60)).unwrap_or_else(|| {
+                errors.push(format!(
+                    "CHANGETRAIL_DISCOVERY_INTERVAL: {discovery_text:?} is not a duration of at least 1m"
+                ));
+                Duration::from_secs(3600)
+            });
         let interval_text = parse("CHANGETRAIL_IMPORT_INTERVAL", "5m");
         let overlap_text = parse("CHANGETRAIL_IMPORT_OVERLAP", "20m");
         let concurrency_text = parse("CHANGETRAIL_WORKER_CONCURRENCY", "16");
@@ -286,6 +315,8 @@ impl Config {
             import,
             pagerduty_url,
             allow_private_targets,
+            allow_service_credentials,
+            discovery_interval,
             cors_origins,
             body_limit_bytes,
             request_timeout,

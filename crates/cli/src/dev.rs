@@ -131,6 +131,7 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
         allow_lookup_events: true,
         reports_session_as: None,
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });

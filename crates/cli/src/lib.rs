@@ -91,7 +91,10 @@ pub async fn aws_from_env() -> aws::Aws {
 pub async fn aws_access(config: &Config) -> Arc<api::AwsAccess> {
     let configured = aws_configured();
     let aws = aws_from_env().await;
-    let access = Arc::new(api::AwsAccess::new(aws, config.aws_principal_arn.clone(), config.cfn_template_url.clone()));
+    let access = Arc::new(
+        api::AwsAccess::new(aws, config.aws_principal_arn.clone(), config.cfn_template_url.clone())
+            .with_service_credentials(config.allow_service_credentials),
+    );
     if config.aws_principal_arn.is_none() && !configured {
         tracing::info!("no AWS configuration in the environment: changetrail's own AWS identity will be looked up when an admin first connects an account");
         return access;

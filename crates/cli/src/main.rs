@@ -83,6 +83,24 @@ enum TokenCommand {
     },
 }
 
+/// The worker's jobs: the importer, the outbox delivery and the organisations' discovery.
+fn spawn_background(
+    config: &Config,
+    store: std::sync::Arc<dyn domain::Store>,
+    aws: std::sync::Arc<api::AwsAccess>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let importer = worker::Importer::new(store.clone(), aws.aws.clone(), config.import.clone());
+    let deliverer = worker::Deliverer::new(store.clone(), config.deliveries()?).map_err(anyhow::Error::msg)?;
+    let app = app::App::new(store, aws, config.import.overlap, config.webhooks()?);
+    let discoverer = worker::Discoverer::new(app, config.discovery_interval);
+    Ok(vec![
+        tokio::spawn(importer.run(shutdown.clone())),
+        tokio::spawn(deliverer.run(shutdown.clone())),
+        tokio::spawn(discoverer.run(shutdown.clone())),
+    ])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -119,28 +137,25 @@ async fn main() -> anyhow::Result<()> {
             let aws = aws_access(&config).await;
             let shutdown = shutdown_token();
             let worker = if matches!(cli.command, Command::Serve) {
-                let importer = worker::Importer::new(store.clone(), aws.aws.clone(), config.import.clone());
-                let deliverer =
-                    worker::Deliverer::new(store.clone(), config.deliveries()?).map_err(anyhow::Error::msg)?;
-                Some((tokio::spawn(importer.run(shutdown.clone())), tokio::spawn(deliverer.run(shutdown.clone()))))
+                Some(spawn_background(&config, store.clone(), aws.clone(), &shutdown)?)
             } else {
                 None
             };
             serve_api(&config, store, aws, shutdown.clone().cancelled_owned()).await?;
             shutdown.cancel();
-            if let Some((importer, deliverer)) = worker {
-                importer.await.context("the importer failed")?;
-                deliverer.await.context("the outbox delivery failed")?;
+            if let Some(tasks) = worker {
+                for task in tasks {
+                    task.await.context("a background job failed")?;
+                }
             }
             Ok(())
         }
         Command::Worker => {
-            let aws = changetrail::aws_from_env().await;
+            let aws = changetrail::aws_access(&config).await;
             let shutdown = shutdown_token();
-            let deliverer = worker::Deliverer::new(store.clone(), config.deliveries()?).map_err(anyhow::Error::msg)?;
-            let deliveries = tokio::spawn(deliverer.run(shutdown.clone()));
-            worker::Importer::new(store, aws, config.import.clone()).run(shutdown).await;
-            deliveries.await.context("the outbox delivery failed")?;
+            for task in spawn_background(&config, store, aws, &shutdown)? {
+                task.await.context("a background job failed")?;
+            }
             Ok(())
         }
         Command::Org { command: OrgCommand::Create { name } } => {

@@ -64,15 +64,17 @@ async fn backfill(db: &TestDb, standin: &aws_standin::RunningStandin) -> (Uuid, 
         allow_lookup_events: true,
         reports_session_as: None,
         max_session_duration: None,
+        allow_list_accounts: false,
         external_id_like: None,
         lookup_denied_regions: vec![],
     });
     let role = RegisteredRole {
-        role_arn: ROLE.into(),
+        role_arn: Some(ROLE.into()),
         via: vec![],
         account_id: ACCOUNT.into(),
         assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/changetrail-cloudtrail-reader/x"),
         validated_at: domain::time_util::now(),
+        credentials: domain::connection::CredentialSource::Role,
     };
     let active = store.register_role(org.id, connection.id, &role).await.unwrap().unwrap();
     let plan = domain::import::JobPlan::for_connection(&active, domain::time_util::now()).unwrap();

@@ -208,6 +208,13 @@ impl ExternalId {
         ExternalId(value)
     }
 
+    /// The external ID of an organisation connection's member account: this one and the
+    /// account's id, which is what the StackSet's trust policy builds in each account
+    /// (`${ExternalId}-${AWS::AccountId}`). As unguessable as this one, and unique per account.
+    pub fn for_member(&self, account_id: &str) -> ExternalId {
+        ExternalId(format!("{}-{account_id}", self.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

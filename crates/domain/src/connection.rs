@@ -38,6 +38,78 @@ impl ConnectionStatus {
     }
 }
 
+/// What a connection reaches: one account, or an AWS Organization's accounts through members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    /// One account, imported through its role (or changetrail's own identity).
+    Account,
+    /// A role in an organisation's management (or delegated administrator) account that may
+    /// list its accounts. It imports nothing itself: discovery keeps one member per account.
+    Organization,
+    /// One account of an organisation connection, created and kept by discovery.
+    Member,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Account => "account",
+            ConnectionKind::Organization => "organization",
+            ConnectionKind::Member => "member",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> ConnectionKind {
+        match s {
+            "organization" => ConnectionKind::Organization,
+            "member" => ConnectionKind::Member,
+            _ => ConnectionKind::Account,
+        }
+    }
+}
+
+/// Whose credentials read the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    /// AssumeRole on the registered role (or chain) with the external ID.
+    Role,
+    /// changetrail's own AWS identity (aws-config's chain), no AssumeRole: the account it
+    /// belongs to. Only where the operator allows it.
+    Service,
+}
+
+/// A member account as AWS Organizations last listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAccount {
+    pub name: String,
+    /// AWS's `Status` (`ACTIVE`, `SUSPENDED`, `PENDING_CLOSURE`), or `LEFT` once the account is
+    /// no longer listed.
+    pub status: String,
+}
+
+/// The account status of a member that is no longer in its organisation.
+pub const MEMBER_LEFT: &str = "LEFT";
+
+/// The default name of the role StackSets create in every member account.
+pub const DEFAULT_MEMBER_ROLE_NAME: &str = "changetrail-reader";
+
+/// A role name (the part after `role/`), as IAM allows it.
+pub fn parse_member_role_name(name: &str) -> Result<String, Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(Invalid::one(
+            "member_role_name",
+            "must be an IAM role name: 1-64 letters, digits and +=,.@_- (the role the StackSet creates in each member account)",
+        ))
+    }
+}
+
 /// Links imported events to an environment when every condition given matches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +162,20 @@ pub struct Connection {
     pub push_secret_created_at: Option<OffsetDateTime>,
     /// Events its `event_filter` dropped, on import and push.
     pub events_excluded: i64,
+    pub kind: ConnectionKind,
+    /// Of a member: its organisation connection.
+    pub parent_id: Option<Uuid>,
+    /// Of an organisation connection: the role's name in each member account.
+    pub member_role_name: Option<String>,
+    /// Of a member: its account as AWS Organizations last listed it.
+    pub member_account: Option<MemberAccount>,
+    /// Of a member: its settings were changed on it, so the parent's no longer replace them.
+    pub settings_overridden: bool,
+    pub credentials: CredentialSource,
+    /// Of an organisation connection: when its accounts were last listed, and why the last
+    /// listing failed.
+    pub discovered_at: Option<OffsetDateTime>,
+    pub discovery_error: Option<String>,
 }
 
 pub const DEFAULT_LOOKBACK_DAYS: u16 = 7;
@@ -227,6 +313,39 @@ pub fn parse_rules(rules: Vec<EnvironmentRule>) -> Result<Vec<EnvironmentRule>, 
     errors.into_result().map(|()| rules)
 }
 
+/// An account as AWS Organizations' ListAccounts lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizationAccount {
+    pub id: String,
+    pub name: String,
+    /// `ACTIVE`, `SUSPENDED` or `PENDING_CLOSURE`.
+    pub status: String,
+}
+
+/// A member connection as discovery creates it: the parent's settings under the account's
+/// name, and the external ID the StackSet's trust policy requires in that account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMember {
+    pub account: OrganizationAccount,
+    pub settings: ConnectionSettings,
+    pub external_id: ExternalId,
+    pub role_arn: String,
+}
+
+impl NewMember {
+    pub fn of(parent: &Connection, account: &OrganizationAccount) -> NewMember {
+        let role_name = parent.member_role_name.as_deref().unwrap_or(DEFAULT_MEMBER_ROLE_NAME);
+        let partition = parent.role_arn.as_deref().and_then(|arn| arn.split(':').nth(1)).unwrap_or("aws");
+        let name: String = format!("{} ({})", account.name, account.id).chars().take(200).collect();
+        NewMember {
+            account: account.clone(),
+            settings: ConnectionSettings { name, ..parent.settings.clone() },
+            external_id: parent.external_id.for_member(&account.id),
+            role_arn: format!("arn:{partition}:iam::{}:role/{role_name}", account.id),
+        }
+    }
+}
+
 impl Connection {
     /// The environments the rules and default name, for checking that they exist.
     pub fn referenced_environments(settings: &ConnectionSettings) -> Vec<(String, EnvironmentSlug)> {
@@ -253,13 +372,15 @@ pub fn check_regions_in_partition(role: &RoleArn, regions: &[String]) -> Result<
 /// A role that passed validation, as it is registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredRole {
-    pub role_arn: String,
+    /// `None` for changetrail's own identity (`credentials: service`).
+    pub role_arn: Option<String>,
     /// The roles assumed in turn before `role_arn` (a role chain); empty when changetrail
     /// assumes `role_arn` itself.
     pub via: Vec<String>,
     pub account_id: String,
     pub assumed_role_arn: String,
     pub validated_at: OffsetDateTime,
+    pub credentials: CredentialSource,
 }
 
 /// Settings as an admin writes them, before validation: what is `None` stays as it is.

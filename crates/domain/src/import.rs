@@ -117,6 +117,10 @@ pub struct JobPlan {
 impl JobPlan {
     /// `None` for a connection without a registered role: it has no account to import yet.
     pub fn for_connection(connection: &crate::Connection, now: OffsetDateTime) -> Option<JobPlan> {
+        // An organisation connection only lists accounts; its members import them.
+        if connection.kind == crate::connection::ConnectionKind::Organization {
+            return None;
+        }
         Some(JobPlan {
             account_id: connection.account_id.clone()?,
             regions: connection.settings.regions.clone(),

@@ -141,6 +141,48 @@ pub trait Connections: Send + Sync {
     async fn connection_for_push(&self, connection_id: Uuid) -> StoreResult<Option<Connection>>;
     /// The organisation's connections whose registered role is in this account.
     async fn connections_of_account(&self, org_id: Uuid, account_id: &str) -> StoreResult<Vec<Connection>>;
+    /// A new organisation connection (kind `organization`), waiting for its role.
+    async fn create_organization_connection(
+        &self,
+        org_id: Uuid,
+        settings: &ConnectionSettings,
+        external_id: &ExternalId,
+        member_role_name: &str,
+    ) -> StoreResult<Connection>;
+    /// One discovery's outcome, in one transaction: each listed account's member created (with
+    /// `NewMember`'s settings) or its name and status brought up to date; members no longer
+    /// listed are `LEFT`; the parent's `discovered_at` set. Returns every member, by id.
+    async fn sync_members(
+        &self,
+        org_id: Uuid,
+        parent_id: Uuid,
+        members: &[crate::connection::NewMember],
+        at: OffsetDateTime,
+    ) -> StoreResult<Vec<Connection>>;
+    /// An organisation connection's members, by id.
+    async fn list_members(&self, org_id: Uuid, parent_id: Uuid) -> StoreResult<Vec<Connection>>;
+    /// A member's own settings were changed: its parent's no longer replace them.
+    async fn mark_settings_overridden(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<()>;
+    /// The organisations with a connection on changetrail's own identity.
+    async fn organizations_on_service_credentials(&self) -> StoreResult<Vec<Uuid>>;
+    /// Makes an active organisation connection's discovery due at `at`.
+    async fn request_discovery(&self, org_id: Uuid, connection_id: Uuid, at: OffsetDateTime) -> StoreResult<()>;
+    /// Leases one due discovery (an active organisation connection) until `lease_until`.
+    async fn claim_discovery(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Option<(Uuid, Uuid)>>;
+    /// Ends `owner`'s discovery: due again at `next_due_at`, with the failure if it failed.
+    async fn finish_discovery(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        owner: &str,
+        next_due_at: OffsetDateTime,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
 }
 
 /// The importer's lease table (`import_jobs`) and the shared LookupEvents pacing.

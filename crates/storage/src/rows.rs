@@ -127,13 +127,24 @@ pub struct ConnectionRow {
     pub events_excluded: i64,
     pub session_duration_seconds: i32,
     pub role_via: sqlx::types::Json<Vec<String>>,
+    pub kind: String,
+    pub parent_id: Option<Uuid>,
+    pub member_role_name: Option<String>,
+    pub member_account_name: Option<String>,
+    pub member_account_status: Option<String>,
+    pub settings_overridden: bool,
+    pub credentials: String,
+    pub discovered_at: Option<i64>,
+    pub discovery_error: Option<String>,
 }
 
 pub const CONNECTION_COLUMNS: &str =
     "id, org_id, name, regions, default_environment, environment_rules, lookback_days, \
      include_read_only, enabled, external_id, status, role_arn, account_id, assumed_role_arn, validated_at, \
      last_error_code, last_error_message, last_error_at, created_at, updated_at, links_version, \
-     push_secret_hash, push_secret_created_at, event_filter, events_excluded, session_duration_seconds, role_via";
+     push_secret_hash, push_secret_created_at, event_filter, events_excluded, session_duration_seconds, role_via, \
+     kind, parent_id, member_role_name, member_account_name, member_account_status, settings_overridden, \
+     credentials, discovered_at, discovery_error";
 
 impl TryFrom<ConnectionRow> for domain::Connection {
     type Error = StoreError;
@@ -177,6 +188,20 @@ impl TryFrom<ConnectionRow> for domain::Connection {
             push_secret: r.push_secret_hash.as_deref().and_then(token_hash),
             push_secret_created_at: r.push_secret_created_at.map(from_micros),
             events_excluded: r.events_excluded,
+            kind: domain::connection::ConnectionKind::from_stored(&r.kind),
+            parent_id: r.parent_id,
+            member_role_name: r.member_role_name,
+            member_account: r.member_account_name.map(|name| domain::connection::MemberAccount {
+                name,
+                status: r.member_account_status.unwrap_or_default(),
+            }),
+            settings_overridden: r.settings_overridden,
+            credentials: match r.credentials.as_str() {
+                "service" => domain::connection::CredentialSource::Service,
+                _ => domain::connection::CredentialSource::Role,
+            },
+            discovered_at: r.discovered_at.map(from_micros),
+            discovery_error: r.discovery_error,
         })
     }
 }

@@ -40,6 +40,10 @@ impl CredentialCache {
 
 impl Importer {
     pub(crate) async fn credentials(&self, connection: &Connection) -> Result<TemporaryCredentials, Stop> {
+        if connection.credentials == domain::connection::CredentialSource::Service {
+            // aws-config's chain caches and refreshes these itself.
+            return self.aws.own_credentials().await.map_err(Stop::Failed);
+        }
         let role_arn = connection.role_arn.as_deref().unwrap_or_default();
         if let Some(creds) = self.credentials.get(connection.id, role_arn) {
             return Ok(creds);

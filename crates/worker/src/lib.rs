@@ -21,12 +21,14 @@ use uuid::Uuid;
 
 mod credentials;
 mod deliver;
+mod discover;
 mod import;
 mod relink;
 mod runner;
 
 use credentials::CredentialCache;
 pub use deliver::{Deliverer, DeliverySettings};
+pub use discover::Discoverer;
 
 /// How the importer paces and schedules itself.
 #[derive(Debug, Clone)]

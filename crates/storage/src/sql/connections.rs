@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use domain::connection::ConnectionProblem;
+use domain::connection::{CredentialSource, NewMember};
 use domain::import::JobPlan;
 use domain::store::{Connections, StoreResult};
 use domain::time_util::{from_micros, now, to_micros};
@@ -10,6 +11,7 @@ use domain::{Connection, ConnectionSettings, ExternalId, Page, PageRequest, Regi
 use sqlx::query::QueryAs;
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Type};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::imports::{remove_other_jobs, upsert_jobs};
@@ -35,11 +37,47 @@ fn update_settings_sql() -> String {
     )
 }
 
+fn insert_organization_sql() -> String {
+    format!(
+        "INSERT INTO connections (id, org_id, name, regions, default_environment, environment_rules, lookback_days,
+             include_read_only, enabled, event_filter, session_duration_seconds, external_id, status, created_at,
+             updated_at, kind, member_role_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending_role', $13, $13, 'organization', $14)
+         RETURNING {CONNECTION_COLUMNS}"
+    )
+}
+
+/// A listed account's member: created with its parent's settings, or its name and status
+/// brought up to date (nothing else: an admin may have changed its settings).
+const UPSERT_MEMBER: &str =
+    "INSERT INTO connections (id, org_id, name, regions, default_environment, environment_rules,
+         lookback_days, include_read_only, enabled, event_filter, session_duration_seconds, external_id, status,
+         created_at, updated_at, kind, parent_id, role_arn, account_id, member_account_name, member_account_status)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending_role', $13, $13, 'member', $14, $15, $16,
+         $17, $18)
+     ON CONFLICT (parent_id, account_id) WHERE parent_id IS NOT NULL
+     DO UPDATE SET member_account_name = excluded.member_account_name,
+         member_account_status = excluded.member_account_status
+     RETURNING id";
+
+fn claim_discovery_sql(lock: &str) -> String {
+    format!(
+        "UPDATE connections SET discovery_owner = $2, discovery_leased_until = $3
+         WHERE id = (SELECT j.id FROM connections j
+                     WHERE j.discovery_due_at <= $1 AND j.kind = 'organization' AND j.status = 'active'
+                       AND (j.discovery_leased_until IS NULL OR j.discovery_leased_until < $1)
+                     ORDER BY j.discovery_due_at LIMIT 1 {lock})
+           AND (discovery_leased_until IS NULL OR discovery_leased_until < $1 OR discovery_owner = $2)
+         RETURNING org_id, id"
+    )
+}
+
 fn register_role_sql() -> String {
     format!(
         "UPDATE connections SET status = 'active', role_arn = $3, account_id = $4, assumed_role_arn = $5, role_via = $7,
              validated_at = $6, last_error_code = NULL, last_error_message = NULL, last_error_at = NULL,
-             updated_at = $6
+             updated_at = $6, credentials = $8,
+             discovery_due_at = CASE WHEN kind = 'organization' THEN $6 ELSE discovery_due_at END
          WHERE org_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
     )
 }
@@ -136,6 +174,16 @@ impl Connections for SqlStore {
     async fn delete_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool> {
         on_pool!(self, |pool: Db| {
             let mut tx = pool.begin().await?;
+            // An organisation connection's members go with it (ON DELETE CASCADE), and so do
+            // the events they imported.
+            sqlx::query(
+                "DELETE FROM events WHERE org_id = $1 AND connection_id IN
+                     (SELECT id FROM connections WHERE org_id = $1 AND parent_id = $2)",
+            )
+            .bind(org_id)
+            .bind(connection_id)
+            .execute(&mut *tx)
+            .await?;
             let deleted = sqlx::query("DELETE FROM connections WHERE org_id = $1 AND id = $2")
                 .bind(org_id)
                 .bind(connection_id)
@@ -174,6 +222,10 @@ impl Connections for SqlStore {
                 .bind(&role.assumed_role_arn)
                 .bind(to_micros(role.validated_at))
                 .bind(Json(&role.via))
+                .bind(match role.credentials {
+                    CredentialSource::Role => "role",
+                    CredentialSource::Service => "service",
+                })
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok(None) };
@@ -260,5 +312,158 @@ impl Connections for SqlStore {
             on_pool!(self, |pool: Db| sqlx::query_as(&sql).bind(connection_id).fetch_optional(pool).await)
                 .map_err(backend)?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn create_organization_connection(
+        &self,
+        org_id: Uuid,
+        settings: &ConnectionSettings,
+        external_id: &ExternalId,
+        member_role_name: &str,
+    ) -> StoreResult<Connection> {
+        let (id, at, sql) = (Uuid::now_v7(), to_micros(now()), insert_organization_sql());
+        let row: ConnectionRow = on_pool!(self, |pool: Db| {
+            bind_settings(sqlx::query_as(&sql).bind(id).bind(org_id), settings)
+                .bind(external_id.as_str())
+                .bind(at)
+                .bind(member_role_name)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(db_error("a connection with this external ID already exists"))?;
+        row.try_into()
+    }
+
+    async fn sync_members(
+        &self,
+        org_id: Uuid,
+        parent_id: Uuid,
+        members: &[NewMember],
+        at: OffsetDateTime,
+    ) -> StoreResult<Vec<Connection>> {
+        let at = to_micros(at);
+        on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            // Every member is LEFT until the listing names it again.
+            sqlx::query("UPDATE connections SET member_account_status = 'LEFT' WHERE org_id = $1 AND parent_id = $2")
+                .bind(org_id)
+                .bind(parent_id)
+                .execute(&mut *tx)
+                .await?;
+            for member in members {
+                let query = sqlx::query_as::<_, (Uuid,)>(UPSERT_MEMBER).bind(Uuid::now_v7()).bind(org_id);
+                bind_settings(query, &member.settings)
+                    .bind(member.external_id.as_str())
+                    .bind(at)
+                    .bind(parent_id)
+                    .bind(&member.role_arn)
+                    .bind(&member.account.id)
+                    .bind(&member.account.name)
+                    .bind(&member.account.status)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE connections SET discovered_at = $3, discovery_error = NULL WHERE org_id = $1 AND id = $2",
+            )
+            .bind(org_id)
+            .bind(parent_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
+        .map_err(backend)?;
+        self.list_members(org_id, parent_id).await
+    }
+
+    async fn list_members(&self, org_id: Uuid, parent_id: Uuid) -> StoreResult<Vec<Connection>> {
+        let sql =
+            format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE org_id = $1 AND parent_id = $2 ORDER BY id");
+        let rows: Vec<ConnectionRow> =
+            on_pool!(self, |pool: Db| sqlx::query_as(&sql).bind(org_id).bind(parent_id).fetch_all(pool).await)
+                .map_err(backend)?;
+        rows.into_iter().map(Connection::try_from).collect()
+    }
+
+    async fn mark_settings_overridden(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<()> {
+        on_pool!(self, |pool: Db| {
+            sqlx::query("UPDATE connections SET settings_overridden = TRUE WHERE org_id = $1 AND id = $2")
+                .bind(org_id)
+                .bind(connection_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(backend)
+    }
+
+    async fn organizations_on_service_credentials(&self) -> StoreResult<Vec<Uuid>> {
+        let rows: Vec<(Uuid,)> = on_pool!(self, |pool: Db| {
+            sqlx::query_as("SELECT DISTINCT org_id FROM connections WHERE credentials = 'service'")
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(backend)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn request_discovery(&self, org_id: Uuid, connection_id: Uuid, at: OffsetDateTime) -> StoreResult<()> {
+        on_pool!(self, |pool: Db| {
+            sqlx::query(
+                "UPDATE connections SET discovery_due_at = $3 WHERE org_id = $1 AND id = $2 AND kind = 'organization'",
+            )
+            .bind(org_id)
+            .bind(connection_id)
+            .bind(to_micros(at))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(backend)
+    }
+
+    async fn claim_discovery(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Option<(Uuid, Uuid)>> {
+        let sql = claim_discovery_sql(self.claim_lock());
+        on_pool!(self, |pool: Db| {
+            sqlx::query_as(&sql)
+                .bind(to_micros(now))
+                .bind(owner)
+                .bind(to_micros(lease_until))
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(backend)
+    }
+
+    async fn finish_discovery(
+        &self,
+        org_id: Uuid,
+        connection_id: Uuid,
+        owner: &str,
+        next_due_at: OffsetDateTime,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        on_pool!(self, |pool: Db| {
+            sqlx::query(
+                "UPDATE connections SET discovery_due_at = $4, discovery_owner = NULL, discovery_leased_until = NULL,
+                     discovery_error = $5
+                 WHERE org_id = $1 AND id = $2 AND discovery_owner = $3",
+            )
+            .bind(org_id)
+            .bind(connection_id)
+            .bind(owner)
+            .bind(to_micros(next_due_at))
+            .bind(error)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(backend)
     }
 }

@@ -22,6 +22,7 @@ on_both_backends!(
     timeline_pages_follow_cursors_and_filters,
     several_environments_merge_without_duplicates,
     relinking_replaces_links_under_its_lease,
+    members_follow_the_listing_and_discovery_is_leased_to_one_worker,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -392,4 +393,67 @@ async fn relinking_replaces_links_under_its_lease(backend: Backend) {
     assert_eq!(db.store.timeline(org, &query(vec![staging.id], 50)).await.unwrap().len(), 5);
     let much_later = later + Duration::minutes(5);
     assert!(db.store.claim_relink("w3", much_later, much_later).await.unwrap().is_none(), "done");
+}
+
+async fn members_follow_the_listing_and_discovery_is_leased_to_one_worker(backend: Backend) {
+    use domain::connection::{ConnectionKind, NewMember, OrganizationAccount};
+    let db = db_or_skip!(backend, "members_follow_the_listing_and_discovery_is_leased_to_one_worker");
+    let store = &db.store;
+    let org = store.create_organization("acme").await.unwrap().id;
+    let settings = ConnectionSettings {
+        name: "acme org".into(),
+        regions: vec!["us-east-1".into()],
+        ..ConnectionSettings::new_connection()
+    };
+    let parent = store.create_organization_connection(org, &settings, &ExternalId::generate(), "reader").await.unwrap();
+    assert_eq!((parent.kind, parent.member_role_name.as_deref()), (ConnectionKind::Organization, Some("reader")));
+    let now = domain::time_util::now();
+    assert_eq!(store.claim_discovery("w1", now, now + Duration::minutes(10)).await.unwrap(), None, "not active yet");
+    let role = RegisteredRole {
+        role_arn: Some("arn:aws:iam::100000000001:role/lister".into()),
+        via: vec![],
+        account_id: "100000000001".into(),
+        assumed_role_arn: "arn:aws:sts::100000000001:assumed-role/lister/s".into(),
+        validated_at: now,
+        credentials: domain::connection::CredentialSource::Role,
+    };
+    let parent = store.register_role(org, parent.id, &role).await.unwrap().unwrap();
+    assert!(store.list_import_jobs(org, parent.id).await.unwrap().is_empty(), "an organisation imports nothing");
+
+    // Registration makes a discovery due; one worker holds it until it finishes or the lease passes.
+    let now = domain::time_util::now();
+    let lease = now + Duration::minutes(10);
+    assert_eq!(store.claim_discovery("w1", now, lease).await.unwrap(), Some((org, parent.id)));
+    assert_eq!(store.claim_discovery("w2", now, lease).await.unwrap(), None);
+    assert_eq!(store.claim_discovery("w2", lease + Duration::seconds(1), lease).await.unwrap(), Some((org, parent.id)));
+    store.finish_discovery(org, parent.id, "w1", now + Duration::hours(1), None).await.unwrap();
+    assert_eq!(store.claim_discovery("w3", now, lease).await.unwrap(), None, "w1 lost it: its finish changes nothing");
+    store.finish_discovery(org, parent.id, "w2", now + Duration::hours(1), Some("denied")).await.unwrap();
+    assert_eq!(store.get_connection(org, parent.id).await.unwrap().unwrap().discovery_error.as_deref(), Some("denied"));
+    assert_eq!(store.claim_discovery("w3", now + Duration::minutes(59), lease).await.unwrap(), None);
+    store.request_discovery(org, parent.id, now).await.unwrap();
+    assert_eq!(store.claim_discovery("w3", now, lease).await.unwrap(), Some((org, parent.id)));
+
+    let account =
+        |id: &str, status: &str| OrganizationAccount { id: id.into(), name: format!("n{id}"), status: status.into() };
+    let listing = [account("100000000001", "ACTIVE"), account("100000000002", "SUSPENDED")];
+    let members: Vec<NewMember> = listing.iter().map(|a| NewMember::of(&parent, a)).collect();
+    let synced = store.sync_members(org, parent.id, &members, now).await.unwrap();
+    assert_eq!(synced.len(), 2);
+    let first = synced.iter().find(|m| m.account_id.as_deref() == Some("100000000001")).unwrap();
+    assert_eq!(first.kind, ConnectionKind::Member);
+    assert_eq!(first.parent_id, Some(parent.id));
+    assert_eq!(first.role_arn.as_deref(), Some("arn:aws:iam::100000000001:role/reader"));
+    assert_eq!(first.external_id.as_str(), format!("{}-100000000001", parent.external_id.as_str()));
+    assert_eq!(first.settings.regions, settings.regions);
+    // Listed again without the second: it is LEFT; the first keeps its id.
+    let again = store.sync_members(org, parent.id, &members[..1], now).await.unwrap();
+    let statuses: Vec<(Uuid, String)> =
+        again.iter().map(|m| (m.id, m.member_account.as_ref().unwrap().status.clone())).collect();
+    assert!(statuses.contains(&(first.id, "ACTIVE".into())));
+    assert!(statuses.iter().any(|(id, s)| *id != first.id && s == "LEFT"));
+    let other = store.create_organization("other").await.unwrap().id;
+    assert!(store.list_members(other, parent.id).await.unwrap().is_empty());
+    assert!(store.delete_connection(org, parent.id).await.unwrap());
+    assert!(store.get_connection(org, first.id).await.unwrap().is_none(), "members go with their organisation");
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_standin::{Standin, StandinEvent};
+use aws_standin::{RoleSpec, Standin, StandinEvent};
 use domain::cloudtrail::{normalize_lookup, LookupEvent, RecordContext};
 use domain::import::{Lease, PageProgress};
 use domain::linking::LinkFacts;
@@ -237,5 +237,162 @@ pub(crate) async fn throughput(events: usize) -> anyhow::Result<()> {
         );
         println!("  ratio: {:.0}% of the ceiling", 100.0 * importer_rate / ceiling_rate);
     }
+    Ok(())
+}
+
+/// One worker keeping an organisation's accounts current: `accounts` member accounts of one
+/// organisation connection, each with `regions` regions, discovered through ListAccounts and
+/// validated like any role, then imported at the default interval (5 minutes) with the default
+/// settings. Prints discovery time, backfill, worst staleness, CPU and memory.
+pub(crate) async fn organization(accounts: usize, regions: usize, seconds: u64) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    const MANAGEMENT: &str = "400000000000";
+    let running = standin().await?;
+    let url = std::env::var("CHANGETRAIL_BENCH_DATABASE_URL").unwrap_or(temp_sqlite()?);
+    let backend = if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" };
+    let store = storage::connect(&url).await?;
+    let org = store.create_organization("bench").await?.id;
+    let aws = aws_for(&running.url()).await;
+    let access = Arc::new(api::AwsAccess::new(aws.clone(), Some(crate::PRINCIPAL.into()), None));
+    let webhooks = app::WebhookSettings {
+        secret_key: domain::secret_box::SecretKey::generate(),
+        public_url: "http://127.0.0.1".into(),
+        allow_private_targets: false,
+    };
+    let app = app::App::new(store.clone(), access, Duration::from_secs(1200), webhooks);
+    let all_regions: Vec<String> = domain::aws::REGIONS
+        .iter()
+        .filter(|(_, partition)| *partition == "aws")
+        .take(regions)
+        .map(|(region, _)| region.to_string())
+        .collect();
+    anyhow::ensure!(all_regions.len() == regions, "only {} regions are known", all_regions.len());
+    let patch = domain::connection::SettingsPatch {
+        name: Some("bench organisation".into()),
+        regions: Some(all_regions.clone()),
+        lookback_days: Some(1),
+        ..Default::default()
+    };
+    let parent = app.create_organization_connection(org, patch, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let external_id = parent.external_id.as_str().to_owned();
+    let role = |arn: String, external_id: String, list: bool| RoleSpec {
+        arn,
+        trusted_principal: crate::PRINCIPAL.into(),
+        required_external_id: Some(external_id),
+        allow_lookup_events: !list,
+        reports_session_as: None,
+        max_session_duration: None,
+        allow_list_accounts: list,
+        external_id_like: None,
+        lookup_denied_regions: vec![],
+    };
+    let org_role = format!("arn:aws:iam::{MANAGEMENT}:role/changetrail-organization-reader");
+    running.standin.add_role(role(org_role.clone(), external_id.clone(), true));
+    // Two changes in each account-region, 40 minutes old: the backfill stores them, and the
+    // steady state then finds nothing new (the common case: most regions are quiet).
+    let records = records()?;
+    let changes: Vec<&Value> = records.iter().filter(|r| r["readOnly"] == Value::Bool(false)).collect();
+    let newest = OffsetDateTime::now_utc() - time::Duration::minutes(40);
+    let mut listed = Vec::new();
+    for a in 0..accounts {
+        let account = format!("{:012}", 400_000_000_001u64 + a as u64);
+        running.standin.add_role(role(
+            format!("arn:aws:iam::{account}:role/changetrail-reader"),
+            format!("{external_id}-{account}"),
+            false,
+        ));
+        for (r, region) in all_regions.iter().enumerate() {
+            let events = (0..2).filter_map(|k| {
+                let mut record = changes[(a * 31 + r * 7 + k) % changes.len()].clone();
+                record["eventID"] = Value::String(Uuid::new_v4().to_string());
+                let original = OffsetDateTime::parse(
+                    record["eventTime"].as_str()?,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?;
+                StandinEvent::from_record(&record, newest - original, time::Duration::ZERO)
+            });
+            running.standin.add_events(&account, region, events.collect::<Vec<_>>());
+        }
+        listed.push(aws_standin::StandinAccount { id: account, name: format!("team {a}"), status: "ACTIVE".into() });
+    }
+    running.standin.set_organization(MANAGEMENT, listed);
+    app.register_role(org, parent.id, app::RoleInput::Arn(&org_role)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    let discoverer = worker::Discoverer::new(app.clone(), Duration::from_secs(3600));
+    let started = Instant::now();
+    discoverer.run_due_once().await;
+    let discovery = started.elapsed().as_secs_f64();
+    let members = store.list_members(org, parent.id).await?;
+    let active = members.iter().filter(|m| m.status == domain::ConnectionStatus::Active).count();
+    anyhow::ensure!(active == accounts, "{active} of {accounts} members are active");
+
+    // The defaults (interval 5 minutes, concurrency 16), but the backfill's windows a day long
+    // so that the 1-day lookback is one walk per region rather than four (the steady state's
+    // windows are 25 minutes, so this does not touch what is measured).
+    let settings = ImportSettings { slice: Duration::from_secs(24 * 3600), ..Default::default() };
+    let interval = settings.interval;
+    let concurrency = settings.concurrency;
+    let importer = Importer::new(store.clone(), aws, settings);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(importer.run(shutdown.clone()));
+    let started = Instant::now();
+    let stored_at_start = running.standin.lookup_counts().0;
+    let all_jobs = || async {
+        let mut jobs = Vec::new();
+        for member in &members {
+            jobs.extend(store.list_import_jobs(org, member.id).await?);
+        }
+        anyhow::Ok(jobs)
+    };
+    loop {
+        let jobs = all_jobs().await?;
+        if jobs.len() == accounts * regions && jobs.iter().all(|j| j.last_success_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let backfill = started.elapsed().as_secs_f64();
+    let backfill_calls = running.standin.lookup_counts().0 - stored_at_start;
+    let (cpu_before, _) = cpu_and_peak_memory();
+    let steady_started = Instant::now();
+    let mut worst = 0.0f64;
+    let mut sampled = 0.0f64;
+    while steady_started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let sample = Instant::now();
+        let now = OffsetDateTime::now_utc();
+        for job in all_jobs().await? {
+            let stale = (now - job.last_success_at.unwrap_or(job.scanned_until)).as_seconds_f64();
+            worst = worst.max(stale);
+        }
+        sampled += sample.elapsed().as_secs_f64();
+    }
+    let (cpu_after, peak) = cpu_and_peak_memory();
+    let steady = steady_started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    task.await?;
+    let (served, throttled) = running.standin.lookup_counts();
+    let imported: i64 = all_jobs().await?.iter().map(|j| j.events_imported).sum();
+    println!(
+        "organisation: {accounts} member accounts × {regions} regions = {} account-regions on {backend}, one worker \
+         (interval {} s, concurrency {concurrency})",
+        accounts * regions,
+        interval.as_secs()
+    );
+    println!("  discovery (ListAccounts, {accounts} members created and validated): {discovery:.1} s");
+    println!("  backfill of every region (1-day lookback): {backfill:.1} s, {backfill_calls} LookupEvents calls");
+    println!(
+        "  steady state for {steady:.0} s: worst time since a region's last successful run {worst:.1} s (interval {} s)",
+        interval.as_secs()
+    );
+    println!(
+        "  CPU in steady state: {:.1}% of one core (this process also runs the AWS stand-in and the \
+         staleness sampling, {sampled:.1} s of it)",
+        100.0 * (cpu_after - cpu_before) / steady
+    );
+    println!("  peak resident memory: {peak:.0} MiB");
+    println!("  LookupEvents calls: {served} answered, {throttled} throttled; events imported: {imported}");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //!
 //!   cargo run --release -p changetrail-bench -- pacing
 //!   cargo run --release -p changetrail-bench -- fleet [REGIONS] [SECONDS]
+//!   cargo run --release -p changetrail-bench -- organization [ACCOUNTS] [REGIONS] [SECONDS]  (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- throughput [EVENTS]     (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- timeline [EVENTS]       (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- push [SECONDS]          (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
@@ -155,6 +156,14 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("pacing") => importer::pacing().await,
+        Some("organization") => {
+            importer::organization(
+                args.get(1).map_or(Ok(500), |s| s.parse())?,
+                args.get(2).map_or(Ok(20), |s| s.parse())?,
+                args.get(3).map_or(Ok(660), |s| s.parse())?,
+            )
+            .await
+        }
         Some("fleet") => {
             importer::fleet(args.get(1).map_or(Ok(500), |s| s.parse())?, args.get(2).map_or(Ok(90), |s| s.parse())?)
                 .await
@@ -166,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
         Some("normalize") => normalize::normalize(args.get(1).map_or(Ok(20), |s| s.parse())?),
         Some("rules") => rules::rules(args.get(1).map_or(Ok(5000), |s| s.parse())?).await,
         _ => anyhow::bail!(
-            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS] | rules [DELIVERIES] | normalize [PASSES]"
+            "usage: changetrail-bench pacing | fleet [REGIONS] [SECONDS] | organization [ACCOUNTS] [REGIONS] [SECONDS] | throughput [EVENTS] | timeline [EVENTS] | push [SECONDS] | channels [SECONDS] | rules [DELIVERIES] | normalize [PASSES]"
         ),
     }
 }

@@ -77,6 +77,12 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     let (status, p) = app.get(&format!("/v1/timeline?environment={a_env_id}"), bt).await;
     assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environment[0]")), "{p}");
     walk("GET", "/v1/timeline");
+    // B cannot follow A's environment live either (a 200 here would be an endless stream).
+    assert_eq!(app.get(&format!("/v1/environments/{a_env_id}/timeline/stream"), bt).await.0, 404);
+    walk("GET", "/v1/environments/{env}/timeline/stream");
+    let (status, p) = app.get(&format!("/v1/timeline/stream?environment={a_env_id}"), bt).await;
+    assert_eq!((status, p["errors"][0]["field"].as_str()), (422, Some("environment[0]")), "{p}");
+    walk("GET", "/v1/timeline/stream");
 
     let (status, _) =
         app.call("PATCH", &format!("/v1/environments/{a_env_id}"), Some(bt), Some(json!({"name": "mine now"}))).await;

@@ -54,5 +54,6 @@ mod rules;
 mod setup_tools;
 mod snapshots;
 mod sources;
+mod stream;
 mod timeline;
 mod tokens;

@@ -222,6 +222,20 @@ impl TestApp {
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(token), Some(body)).await
     }
+
+    /// Another API server on the same database, as another `api` process (or this one after a
+    /// restart) would be: its own app, with nothing of this one's memory. Returns its base URL.
+    pub async fn another_server(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let aws = aws_access("http://127.0.0.1:9", None).await;
+        let webhooks = app::WebhookSettings { secret_key: self.secret_key.clone(), ..webhooks(&base_url) };
+        let settings = api::HttpSettings::default();
+        let state = api::AppState::new(self.db.store.clone(), aws, std::time::Duration::from_secs(20 * 60), webhooks);
+        let app = api::router(state, &settings);
+        tokio::spawn(async move { api::serve(listener, app, &settings, std::future::pending()).await });
+        base_url
+    }
 }
 
 /// The real CloudTrail records in `../shared/data/cloudtrail/` (MIT: invictus-ir/aws_dataset and

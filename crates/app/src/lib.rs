@@ -15,6 +15,7 @@ mod posting;
 mod push;
 mod rules;
 mod sources;
+mod stream;
 mod timeline;
 mod tokens;
 
@@ -24,6 +25,7 @@ pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};
 pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView, TargetRefusal};
 pub use sources::{HookDelivery, HookOutcome, NewSource, SourcePatch, WebhookSettings, MAX_DELIVERIES};
+pub use stream::{StreamMessage, STREAM_BUFFER};
 pub use timeline::Suspects;
 
 /// Why a use case did not happen, in terms the API turns into a problem document.

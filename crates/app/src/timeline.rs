@@ -46,6 +46,13 @@ impl App {
         envs: &[String],
         params: TimelineParams,
     ) -> AppResult<Page<TimelineItem>> {
+        let ids = self.environment_ids(org_id, envs).await?;
+        let request = TimelineRequest::parse(params, domain::time_util::now())?;
+        self.timeline_page(org_id, request.query(ids).map_err(invalid_cursor)?).await
+    }
+
+    /// The ids of 1–20 environments named by UUID or slug; each must exist.
+    pub async fn environment_ids(&self, org_id: Uuid, envs: &[String]) -> AppResult<Vec<Uuid>> {
         if envs.is_empty() || envs.len() > MAX_ENVIRONMENTS {
             return Err(Invalid::one("environment", format!("give 1 to {MAX_ENVIRONMENTS} environments")).into());
         }
@@ -62,8 +69,7 @@ impl App {
             }
         }
         errors.into_result()?;
-        let request = TimelineRequest::parse(params, domain::time_util::now())?;
-        self.timeline_page(org_id, request.query(ids).map_err(invalid_cursor)?).await
+        Ok(ids)
     }
 
     async fn timeline_page(&self, org_id: Uuid, query: TimelineQuery) -> AppResult<Page<TimelineItem>> {

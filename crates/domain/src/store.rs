@@ -267,6 +267,9 @@ pub trait Events: Send + Sync {
     /// One page of a timeline of one or more environments. The caller has checked that the
     /// environments are the organisation's; the organisation is checked again here.
     async fn timeline(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>>;
+    /// Up to `query.limit` items of the environments that pass its filters, stored after
+    /// `query.after`, oldest stored first (then by id): a live stream's next batch.
+    async fn stream_items(&self, org_id: Uuid, query: &crate::timeline::StreamQuery) -> StoreResult<Vec<TimelineItem>>;
 }
 
 /// Re-linking a connection's stored events when its rules change, leased like imports.

@@ -299,3 +299,61 @@ mod tests {
         assert_eq!(decode_cursor(&[env], &tampered), None);
     }
 }
+
+/// Where a live stream of new items is: the newest item it has sent, by when changetrail stored
+/// it. Sent as each event's `id`, so that `Last-Event-ID` resumes right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamPosition {
+    /// `ingested_at`, in microseconds.
+    pub stored_at: i64,
+    pub id: Uuid,
+}
+
+impl StreamPosition {
+    /// Just before anything stored from `at` on.
+    pub fn at(at: OffsetDateTime) -> StreamPosition {
+        StreamPosition { stored_at: crate::time_util::to_micros(at), id: Uuid::nil() }
+    }
+
+    pub fn of(item: &TimelineItem) -> StreamPosition {
+        StreamPosition { stored_at: crate::time_util::to_micros(item.ingested_at), id: item.id }
+    }
+
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.stored_at, self.id.simple())
+    }
+
+    /// A `Last-Event-ID` this server sent; anything else is `None`.
+    pub fn decode(text: &str) -> Option<StreamPosition> {
+        let (at, id) = text.trim().split_once('.')?;
+        Some(StreamPosition { stored_at: at.parse().ok()?, id: Uuid::try_parse(id).ok()? })
+    }
+}
+
+/// The store's query for a live stream: the items of these environments that pass the
+/// timeline's filters, stored after `after`, oldest stored first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamQuery {
+    pub environment_ids: Vec<Uuid>,
+    pub filters: TimelineFilters,
+    pub kinds: Vec<EventKind>,
+    pub include_read_only: bool,
+    /// Items after this position (by `ingested_at`, then id).
+    pub after: StreamPosition,
+    pub limit: u32,
+}
+
+impl TimelineRequest {
+    /// The stream's query with this request's filters (its window and cursor do not apply: a
+    /// stream follows what is stored from now on, whatever the item's own time).
+    pub fn stream(&self, environment_ids: Vec<Uuid>, after: StreamPosition, limit: u32) -> StreamQuery {
+        StreamQuery {
+            environment_ids,
+            filters: self.filters.clone(),
+            kinds: self.kinds.clone(),
+            include_read_only: self.include_read_only,
+            after,
+            limit,
+        }
+    }
+}

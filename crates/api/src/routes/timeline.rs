@@ -1,8 +1,11 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::timeline::TimelineItem;
+use domain::timeline::{TimelineItem, TimelineRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -16,7 +19,11 @@ use crate::extract::{ApiQuery, Reader};
 use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_timeline)).routes(routes!(get_timelines))
+    OpenApiRouter::new()
+        .routes(routes!(get_timeline))
+        .routes(routes!(get_timelines))
+        .routes(routes!(stream_timeline))
+        .routes(routes!(stream_timelines))
 }
 
 /// The query parameters of a timeline, as the OpenAPI document describes them; the handler
@@ -209,4 +216,96 @@ async fn get_timelines(
     ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
 ) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
     Ok(Json(page_view(state.timelines(caller.org_id, &envs.environment, params).await?)))
+}
+
+/// The filters of a live timeline (a timeline's, without its window, limit or cursor: a stream
+/// follows what is stored from now on).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the filters of domain::timeline::TimelineParams a stream reads
+pub struct StreamParams {
+    /// Repeatable: `cloudtrail`, `deploy`, `alert`, `pull_request`, `custom`. Default: all.
+    #[param(required = false)]
+    pub kind: Vec<String>,
+    pub include_read_only: Option<bool>,
+    pub actor: Option<String>,
+    pub source: Option<String>,
+    pub resource: Option<String>,
+    pub q: Option<String>,
+    pub service: Option<String>,
+    #[param(required = false)]
+    pub label: Vec<String>,
+}
+
+/// Heartbeats (SSE comments) this often keep proxies from closing an idle stream.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn event_stream(receiver: tokio::sync::mpsc::Receiver<app::StreamMessage>) -> Response {
+    use tokio_stream::StreamExt;
+    let events = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|message| {
+        Ok::<_, std::convert::Infallible>(match message {
+            app::StreamMessage::Item { item, position } => {
+                let view = TimelineItemView::from(*item);
+                let data = serde_json::to_string(&view).unwrap_or_else(|_| "{}".to_owned());
+                Event::default().id(position.encode()).event("item").data(data)
+            }
+            app::StreamMessage::Overflow => Event::default().event("overflow").data(format!(
+                "this client fell {} items behind, so the stream ends; reconnect with Last-Event-ID to resume",
+                app::STREAM_BUFFER
+            )),
+        })
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT)).into_response()
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+/// The environment's new items as Server-Sent Events, each within a second of being stored by
+/// any process: an `item` event (its data a timeline item, its id the stream's position) per
+/// item that passes the filters. `Last-Event-ID` resumes right after that event, with nothing
+/// missed or repeated. Comments every 15 s keep idle connections open; a client that falls 256
+/// items behind gets an `overflow` event and the stream ends (reconnect to resume).
+#[utoipa::path(get, path = "/v1/environments/{env}/timeline/stream", tag = "timeline", operation_id = "stream_timeline",
+    params(("env" = String, Path, description = "The environment's UUID or slug"), StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after it")),
+    security(("bearer" = ["read"])),
+    responses((status = 200, description = "An endless text/event-stream of `item` events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid_last_event_id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid kind or filters", body = Problem, content_type = "application/problem+json")))]
+async fn stream_timeline(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
+) -> ApiResult<Response> {
+    let environment = state.environment(caller.org_id, &env).await?;
+    let request = TimelineRequest::parse(params, domain::time_util::now()).map_err(app::AppError::from)?;
+    let receiver = state.open_stream(caller.org_id, vec![environment.id], request, last_event_id(&headers))?;
+    Ok(event_stream(receiver))
+}
+
+/// Several environments' new items as one stream of Server-Sent Events (an item in several
+/// appears once), as `GET /v1/environments/{env}/timeline/stream` does for one.
+#[utoipa::path(get, path = "/v1/timeline/stream", tag = "timeline", operation_id = "stream_timelines",
+    params(EnvironmentsParam, StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after it")),
+    security(("bearer" = ["read"])),
+    responses((status = 200, description = "An endless text/event-stream of `item` events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid_last_event_id", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown environments, invalid kind or filters", body = Problem, content_type = "application/problem+json")))]
+async fn stream_timelines(
+    State(state): State<AppState>,
+    Reader(caller): Reader,
+    headers: HeaderMap,
+    ApiQuery(envs): ApiQuery<EnvironmentsParam>,
+    ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
+) -> ApiResult<Response> {
+    let ids = state.environment_ids(caller.org_id, &envs.environment).await?;
+    let request = TimelineRequest::parse(params, domain::time_util::now()).map_err(app::AppError::from)?;
+    let receiver = state.open_stream(caller.org_id, ids, request, last_event_id(&headers))?;
+    Ok(event_stream(receiver))
 }

@@ -252,6 +252,14 @@ impl Events for SqlStore {
     async fn timeline(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>> {
         self.timeline_page(org_id, query).await
     }
+
+    async fn stream_items(
+        &self,
+        org_id: Uuid,
+        query: &domain::timeline::StreamQuery,
+    ) -> StoreResult<Vec<TimelineItem>> {
+        self.stream_batch(org_id, query).await
+    }
 }
 
 impl SqlStore {

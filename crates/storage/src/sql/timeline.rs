@@ -1,8 +1,9 @@
 //! The timeline query: one page of one or more environments, newest first.
 
+use domain::event::EventKind;
 use domain::store::StoreResult;
 use domain::time_util::to_micros;
-use domain::timeline::{TimelineItem, TimelineQuery};
+use domain::timeline::{StreamQuery, TimelineFilters, TimelineItem, TimelineQuery};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
@@ -79,7 +80,24 @@ fn push_scan_conditions<'a, DB>(
         sql.push(" OR (l.occurred_at = ").push_bind(to_micros(at));
         sql.push(" AND l.event_id < ").push_bind(id).push("))");
     }
-    let f = &query.filters;
+    push_filters(sql, &query.filters, query.include_read_only, &query.kinds, "l");
+}
+
+/// The filters of a timeline or a stream. `read_only` and `kind` are read from `alias` (the
+/// link table's copies on a timeline scan, the event's own on a stream).
+fn push_filters<'a, DB>(
+    sql: &mut QueryBuilder<'a, DB>,
+    f: &'a TimelineFilters,
+    include_read_only: bool,
+    kinds: &'a [EventKind],
+    alias: &str,
+) where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+{
     if let Some(actor) = &f.actor {
         sql.push(" AND e.actor = ").push_bind(actor.as_str());
     }
@@ -100,17 +118,45 @@ fn push_scan_conditions<'a, DB>(
     for (key, value) in &f.labels {
         sql.push(" AND e.labels ->> ").push_bind(key.as_str()).push(" = ").push_bind(value.as_str());
     }
-    if !query.include_read_only {
-        sql.push(" AND l.read_only = ").push_bind(false);
+    if !include_read_only {
+        sql.push(format!(" AND {alias}.read_only = ")).push_bind(false);
     }
-    if !query.kinds.is_empty() {
-        sql.push(" AND l.kind IN (");
-        let mut kinds = sql.separated(", ");
-        for kind in &query.kinds {
-            kinds.push_bind(kind.as_str());
+    if !kinds.is_empty() {
+        sql.push(format!(" AND {alias}.kind IN ("));
+        let mut separated = sql.separated(", ");
+        for kind in kinds {
+            separated.push_bind(kind.as_str());
         }
         sql.push(")");
     }
+}
+
+/// A stream's next batch: the organisation's items stored after the position (the index
+/// `events_by_creation` leads), linked to one of the environments.
+fn stream_sql<'a, DB>(org_id: Uuid, query: &'a StreamQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new("SELECT");
+    sql.push(ITEM_COLUMNS).push(" FROM events e WHERE e.org_id = ").push_bind(org_id);
+    let after = query.after;
+    sql.push(" AND (e.created_at > ").push_bind(after.stored_at);
+    sql.push(" OR (e.created_at = ").push_bind(after.stored_at);
+    sql.push(" AND e.id > ").push_bind(after.id).push("))");
+    sql.push(" AND EXISTS (SELECT 1 FROM event_environments l WHERE l.event_id = e.id AND l.environment_id IN (");
+    let mut separated = sql.separated(", ");
+    for id in &query.environment_ids {
+        separated.push_bind(*id);
+    }
+    sql.push("))");
+    push_filters(&mut sql, &query.filters, query.include_read_only, &query.kinds, "e");
+    sql.push(" ORDER BY e.created_at, e.id LIMIT ").push_bind(i64::from(query.limit));
+    sql
 }
 
 fn slugs_sql<'a, DB>(rows: &'a [TimelineRow]) -> QueryBuilder<'a, DB>
@@ -145,6 +191,22 @@ impl SqlStore {
             }
         }
         .map_err(backend)?;
+        self.with_slugs(rows).await
+    }
+
+    /// A live stream's next batch (`Events::stream_items`).
+    pub(super) async fn stream_batch(&self, org_id: Uuid, query: &StreamQuery) -> StoreResult<Vec<TimelineItem>> {
+        if query.environment_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<TimelineRow> =
+            on_pool!(self, |pool: Db| stream_sql::<Db>(org_id, query).build_query_as().fetch_all(pool).await)
+                .map_err(backend)?;
+        self.with_slugs(rows).await
+    }
+
+    /// The rows as items, each with the slugs of its environments.
+    async fn with_slugs(&self, rows: Vec<TimelineRow>) -> StoreResult<Vec<TimelineItem>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }

@@ -4,76 +4,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use test_support::sse::Stream;
 use test_support::{Backend, TestApp};
 
 on_both_backends!(
     a_live_timeline_gets_new_items_and_resumes_without_gaps_or_repeats,
     a_stream_outlives_the_request_timeout,
 );
-
-/// One Server-Sent Event as a client reads it.
-#[derive(Debug)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: String,
-}
-
-/// A stream being read: the response and what arrived but was not yet a whole event.
-struct Stream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Stream {
-    async fn open(base: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16, Stream) {
-        let mut request = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token);
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.expect("open the stream");
-        (response.status().as_u16(), Stream { response, buffer: String::new() })
-    }
-
-    /// The next event (heartbeat comments skipped), or `None` if none comes within `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
-        let deadline = Instant::now() + wait;
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent { id: None, event: "message".into(), data: String::new() };
-                let mut any = false;
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        event.id = Some(v.trim().to_owned());
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event.event = v.trim().to_owned();
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        event.data.push_str(v.trim_start());
-                        any = true;
-                    }
-                }
-                if any {
-                    return Some(event);
-                }
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match tokio::time::timeout(left, self.response.chunk()).await {
-                Ok(Ok(Some(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                _ => return None,
-            }
-        }
-    }
-
-    /// The next `item` event's timeline item and id.
-    async fn item(&mut self, wait: Duration) -> Option<(Value, String)> {
-        let event = self.next(wait).await?;
-        assert_eq!(event.event, "item", "{event:?}");
-        Some((serde_json::from_str(&event.data).expect("an item"), event.id.expect("an id")))
-    }
-}
 
 fn deploy(version: &str) -> Value {
     json!({"environment": "production", "service": "checkout-api", "version": version, "status": "succeeded",

@@ -7,6 +7,8 @@ use domain::{Scopes, Store, TokenSecret};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub mod sse;
+
 pub const PG_URL_VAR: &str = "CHANGETRAIL_TEST_DATABASE_URL";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +184,20 @@ impl TestApp {
         allow_private_targets: bool,
     ) -> Option<TestApp> {
         let db = TestDb::new(backend).await?;
+        Some(Self::spawn_on_db(db, settings, aws, allow_private_targets).await)
+    }
+
+    /// The router on a free port against `db`, which other processes may use too.
+    pub async fn spawn_on(db: TestDb) -> TestApp {
+        Self::spawn_on_db(db, api::HttpSettings::default(), aws_access("http://127.0.0.1:9", None).await, false).await
+    }
+
+    async fn spawn_on_db(
+        db: TestDb,
+        settings: api::HttpSettings,
+        aws: Arc<api::AwsAccess>,
+        allow_private_targets: bool,
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let webhooks = app::WebhookSettings { allow_private_targets, ..webhooks(&base_url) };
@@ -189,7 +205,7 @@ impl TestApp {
         let state = api::AppState::new(db.store.clone(), aws, std::time::Duration::from_secs(20 * 60), webhooks);
         let app = api::router(state, &settings);
         tokio::spawn(async move { api::serve(listener, app, &settings, std::future::pending()).await });
-        Some(TestApp { base_url, db, client: reqwest::Client::new(), secret_key })
+        TestApp { base_url, db, client: reqwest::Client::new(), secret_key }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -52,15 +52,8 @@ impl Fixture {
 
     fn role(&self, arn: &str, external_id: Option<&str>, lookups: bool) {
         self.standin.standin.add_role(RoleSpec {
-            arn: arn.into(),
-            trusted_principal: SERVICE_PRINCIPAL.into(),
-            required_external_id: external_id.map(str::to_owned),
             allow_lookup_events: lookups,
-            reports_session_as: None,
-            max_session_duration: None,
-            allow_list_accounts: false,
-            external_id_like: None,
-            lookup_denied_regions: vec![],
+            ..RoleSpec::reader(arn, SERVICE_PRINCIPAL, external_id.map(str::to_owned))
         });
     }
 
@@ -186,15 +179,8 @@ async fn every_role_validation_outcome(backend: Backend) {
 
     // 3. A session that is not the role's: identity_mismatch.
     f.standin.standin.add_role(RoleSpec {
-        arn: ROLE.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(external_id.into()),
-        allow_lookup_events: true,
         reports_session_as: Some("arn:aws:sts::222222222222:assumed-role/someone-else/s".into()),
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
+        ..RoleSpec::reader(ROLE, SERVICE_PRINCIPAL, Some(external_id.into()))
     });
     let (status, p) = f.register(&c, ROLE).await;
     assert_eq!((status, p["code"].as_str()), (422, Some("identity_mismatch")), "{p}");
@@ -400,15 +386,8 @@ async fn a_loose_trust_policy_does_not_pass_and_no_other_organisation_can_use_th
     let c = f.connection(json!(["us-east-1"])).await;
     for pattern in ["*", "ct-*"] {
         f.standin.standin.add_role(RoleSpec {
-            arn: ROLE.into(),
-            trusted_principal: SERVICE_PRINCIPAL.into(),
-            required_external_id: None,
-            allow_lookup_events: true,
-            reports_session_as: None,
-            max_session_duration: None,
-            allow_list_accounts: false,
             external_id_like: Some(pattern.into()),
-            lookup_denied_regions: vec![],
+            ..RoleSpec::reader(ROLE, SERVICE_PRINCIPAL, None)
         });
         let (status, p) = f.register(&c, ROLE).await;
         assert_eq!((status, p["code"].as_str()), (422, Some("external_id_not_enforced")), "{pattern}: {p}");

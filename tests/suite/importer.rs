@@ -81,15 +81,8 @@ pub async fn setup_with_filter(backend: Backend, event_filter: serde_json::Value
 /// `denied_regions` (as a service control policy would deny them).
 fn reader_role(arn: &str, external_id: &str, denied_regions: &[&str]) -> RoleSpec {
     RoleSpec {
-        arn: arn.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(external_id.into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
         lookup_denied_regions: denied_regions.iter().map(|r| r.to_string()).collect(),
+        ..RoleSpec::reader(arn, SERVICE_PRINCIPAL, Some(external_id.into()))
     }
 }
 
@@ -589,17 +582,7 @@ async fn the_event_filter_drops_noise_counts_it_once_and_a_reimport_brings_it_ba
 }
 
 fn chained_role(arn: &str, trusts: &str, external_id: Option<&str>, lookups: bool) -> RoleSpec {
-    RoleSpec {
-        arn: arn.into(),
-        trusted_principal: trusts.into(),
-        required_external_id: external_id.map(str::to_owned),
-        allow_lookup_events: lookups,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    }
+    RoleSpec { allow_lookup_events: lookups, ..RoleSpec::reader(arn, trusts, external_id.map(str::to_owned)) }
 }
 
 async fn a_three_role_chain_imports_and_a_broken_hop_is_named(backend: Backend) {

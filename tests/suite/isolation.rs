@@ -37,17 +37,11 @@ async fn another_organisation_sees_and_touches_nothing(backend: Backend) {
     let a_conn_id = a_conn["id"].as_str().unwrap().to_owned();
     let a_external_id = a_conn["external_id"].as_str().unwrap().to_owned();
     let a_role = "arn:aws:iam::222222222222:role/a-reader";
-    standin.standin.add_role(aws_standin::RoleSpec {
-        arn: a_role.into(),
-        trusted_principal: test_support::SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(a_external_id.clone()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
+    standin.standin.add_role(aws_standin::RoleSpec::reader(
+        a_role,
+        test_support::SERVICE_PRINCIPAL,
+        Some(a_external_id.clone()),
+    ));
     let (status, a_conn) = app
         .call(
             "PUT",

@@ -34,15 +34,9 @@ fn account(id: &str, status: &str) -> StandinAccount {
 
 fn role(arn: String, external_id: Option<String>, list_accounts: bool) -> RoleSpec {
     RoleSpec {
-        arn,
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: external_id,
         allow_lookup_events: !list_accounts,
-        reports_session_as: None,
-        max_session_duration: None,
         allow_list_accounts: list_accounts,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
+        ..RoleSpec::reader(arn, SERVICE_PRINCIPAL, external_id)
     }
 }
 

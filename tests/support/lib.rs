@@ -132,6 +132,29 @@ pub async fn start_standin() -> aws_standin::RunningStandin {
     standin.start("127.0.0.1:0".parse().unwrap()).await.expect("start the AWS stand-in")
 }
 
+/// Makes `connection` active on `role_arn`, as a registration that passed validation would
+/// (its import jobs scheduled), and declares that role in the stand-in: trusting changetrail's
+/// service principal with the connection's external ID, allowed LookupEvents.
+pub async fn activate_connection(
+    store: &dyn Store,
+    standin: &aws_standin::Standin,
+    connection: &domain::Connection,
+    role_arn: &str,
+) -> domain::Connection {
+    let external_id = Some(connection.external_id.as_str().to_owned());
+    standin.add_role(aws_standin::RoleSpec::reader(role_arn, SERVICE_PRINCIPAL, external_id));
+    let account = role_arn.split(':').nth(4).expect("a role ARN").to_owned();
+    let role = domain::RegisteredRole {
+        role_arn: Some(role_arn.to_owned()),
+        via: vec![],
+        assumed_role_arn: format!("arn:aws:sts::{account}:assumed-role/{}/test", role_arn.rsplit('/').next().unwrap()),
+        account_id: account,
+        validated_at: domain::time_util::now(),
+        credentials: domain::connection::CredentialSource::Role,
+    };
+    store.register_role(connection.org_id, connection.id, &role).await.expect("register").expect("the connection")
+}
+
 /// An organisation with an admin token, as a test sees it.
 pub struct TestOrg {
     pub id: Uuid,

@@ -65,6 +65,29 @@ pub struct RoleSpec {
     pub allow_list_accounts: bool,
 }
 
+impl RoleSpec {
+    /// A role as changetrail's setup creates it: trusting `trusted_principal`, requiring
+    /// `required_external_id` (`None`: the condition is missing), allowed LookupEvents, nothing
+    /// else. Tests change what they need with struct update syntax.
+    pub fn reader(
+        arn: impl Into<String>,
+        trusted_principal: impl Into<String>,
+        required_external_id: Option<String>,
+    ) -> RoleSpec {
+        RoleSpec {
+            arn: arn.into(),
+            trusted_principal: trusted_principal.into(),
+            required_external_id,
+            allow_lookup_events: true,
+            external_id_like: None,
+            lookup_denied_regions: Vec::new(),
+            reports_session_as: None,
+            max_session_duration: None,
+            allow_list_accounts: false,
+        }
+    }
+}
+
 /// An account of the stand-in's AWS Organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandinAccount {

@@ -277,15 +277,9 @@ pub(crate) async fn organization(accounts: usize, regions: usize, seconds: u64) 
     let parent = app.create_organization_connection(org, patch, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let external_id = parent.external_id.as_str().to_owned();
     let role = |arn: String, external_id: String, list: bool| RoleSpec {
-        arn,
-        trusted_principal: crate::PRINCIPAL.into(),
-        required_external_id: Some(external_id),
         allow_lookup_events: !list,
-        reports_session_as: None,
-        max_session_duration: None,
         allow_list_accounts: list,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
+        ..RoleSpec::reader(arn, crate::PRINCIPAL, Some(external_id))
     };
     let org_role = format!("arn:aws:iam::{MANAGEMENT}:role/changetrail-organization-reader");
     running.standin.add_role(role(org_role.clone(), external_id.clone(), true));

@@ -85,17 +85,7 @@ pub(crate) async fn connection(
     };
     let c = store.create_connection(org.id, &settings, &ExternalId::generate()).await?;
     let role = format!("arn:aws:iam::{account}:role/reader");
-    standin.add_role(RoleSpec {
-        arn: role.clone(),
-        trusted_principal: PRINCIPAL.into(),
-        required_external_id: Some(c.external_id.as_str().into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
+    standin.add_role(RoleSpec::reader(role.clone(), PRINCIPAL, Some(c.external_id.as_str().into())));
     let registered = RegisteredRole {
         role_arn: Some(role),
         via: vec![],

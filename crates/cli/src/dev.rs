@@ -124,17 +124,11 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
     .json()
     .await?;
     let id = connection["id"].as_str().context("connection id")?.to_owned();
-    standin.add_role(aws_standin::RoleSpec {
-        arn: DEMO_ROLE.into(),
-        trusted_principal: DEV_PRINCIPAL.into(),
-        required_external_id: connection["external_id"].as_str().map(str::to_owned),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
+    standin.add_role(aws_standin::RoleSpec::reader(
+        DEMO_ROLE,
+        DEV_PRINCIPAL,
+        connection["external_id"].as_str().map(str::to_owned),
+    ));
     let registered =
         call(reqwest::Method::PUT, &format!("/v1/connections/{id}/role"), serde_json::json!({"role_arn": DEMO_ROLE}))
             .await?;

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use domain::connection::ConnectionSettings;
-use domain::{ExternalId, RegisteredRole};
-use test_support::{Backend, TestDb, SERVICE_ACCESS_KEY, SERVICE_PRINCIPAL, SERVICE_SECRET};
+use domain::ExternalId;
+use test_support::{Backend, TestDb, SERVICE_ACCESS_KEY, SERVICE_SECRET};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -57,26 +57,7 @@ async fn backfill(db: &TestDb, standin: &aws_standin::RunningStandin) -> (Uuid, 
         session_duration_seconds: 3600,
     };
     let connection = store.create_connection(org.id, &settings, &ExternalId::generate()).await.unwrap();
-    standin.standin.add_role(aws_standin::RoleSpec {
-        arn: ROLE.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(connection.external_id.as_str().into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
-    let role = RegisteredRole {
-        role_arn: Some(ROLE.into()),
-        via: vec![],
-        account_id: ACCOUNT.into(),
-        assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/changetrail-cloudtrail-reader/x"),
-        validated_at: domain::time_util::now(),
-        credentials: domain::connection::CredentialSource::Role,
-    };
-    let active = store.register_role(org.id, connection.id, &role).await.unwrap().unwrap();
+    let active = test_support::activate_connection(store.as_ref(), &standin.standin, &connection, ROLE).await;
     let plan = domain::import::JobPlan::for_connection(&active, domain::time_util::now()).unwrap();
     store.schedule_imports(org.id, connection.id, &plan).await.unwrap();
 

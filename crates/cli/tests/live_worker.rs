@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use domain::connection::ConnectionSettings;
-use domain::{ExternalId, NewEnvironment, RegisteredRole};
+use domain::{ExternalId, NewEnvironment};
 use test_support::sse::Stream;
-use test_support::{Backend, TestApp, TestDb, SERVICE_ACCESS_KEY, SERVICE_PRINCIPAL, SERVICE_SECRET};
+use test_support::{Backend, TestApp, TestDb, SERVICE_ACCESS_KEY, SERVICE_SECRET};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,26 +32,7 @@ async fn a_worker_process_import_reaches_an_api_process_stream(backend: Backend)
         ..ConnectionSettings::new_connection()
     };
     let connection = store.create_connection(org.id, &settings, &ExternalId::generate()).await.unwrap();
-    standin.standin.add_role(aws_standin::RoleSpec {
-        arn: ROLE.into(),
-        trusted_principal: SERVICE_PRINCIPAL.into(),
-        required_external_id: Some(connection.external_id.as_str().into()),
-        allow_lookup_events: true,
-        reports_session_as: None,
-        max_session_duration: None,
-        allow_list_accounts: false,
-        external_id_like: None,
-        lookup_denied_regions: vec![],
-    });
-    let role = RegisteredRole {
-        role_arn: Some(ROLE.into()),
-        via: vec![],
-        account_id: ACCOUNT.into(),
-        assumed_role_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/changetrail-cloudtrail-reader/x"),
-        validated_at: domain::time_util::now(),
-        credentials: domain::connection::CredentialSource::Role,
-    };
-    store.register_role(org.id, connection.id, &role).await.unwrap().unwrap();
+    test_support::activate_connection(store.as_ref(), &standin.standin, &connection, ROLE).await;
     // Ten changes of the real records, from the last hour.
     let records: Vec<serde_json::Value> = test_support::cloudtrail_records("invictus-aws-dataset")
         .into_iter()

@@ -229,7 +229,10 @@ impl App {
                         "changetrail's own identity may not call cloudtrail:LookupEvents in {region} ({message}); \
                          attach the setup's permissions_policy to it"
                     ),
-                    other => format!("changetrail's own identity could not be checked: {other:?}"),
+                    aws::RoleCheckFailure::Unavailable(message) => format!(
+                        "AWS could not be reached or failed ({message}); nothing was registered. Try again shortly."
+                    ),
+                    other => format!("changetrail's own identity failed the {} check", other.code()),
                 };
                 let kind = if transient { Refusal::Upstream } else { Refusal::Unacceptable };
                 Err(AppError::refused(kind, failure.code(), detail))
@@ -250,13 +253,7 @@ impl App {
                 "only an organisation connection has members",
             ));
         }
-        let chain = parent
-            .role_via
-            .iter()
-            .chain(parent.role_arn.iter())
-            .map(|arn| RoleArn::parse("role_arn", arn))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(AppError::Invalid)?;
+        let chain = parent.role_chain()?;
         let partition = chain.last().map_or("aws", |r| r.partition.as_str()).to_owned();
         let duration = std::time::Duration::from_secs(u64::from(parent.settings.session_duration_seconds));
         let session = aws::session_name(parent.id);

@@ -347,6 +347,12 @@ impl NewMember {
 }
 
 impl Connection {
+    /// The roles assumed in turn to reach this connection's account, its registered role last;
+    /// empty without a role (`credentials: service`, or none registered yet).
+    pub fn role_chain(&self) -> Result<Vec<RoleArn>, Invalid> {
+        self.role_via.iter().chain(self.role_arn.iter()).map(|arn| RoleArn::parse("role_arn", arn)).collect()
+    }
+
     /// The environments the rules and default name, for checking that they exist.
     pub fn referenced_environments(settings: &ConnectionSettings) -> Vec<(String, EnvironmentSlug)> {
         let mut refs: Vec<(String, EnvironmentSlug)> =

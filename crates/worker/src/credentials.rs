@@ -48,15 +48,11 @@ impl Importer {
         if let Some(creds) = self.credentials.get(connection.id, role_arn) {
             return Ok(creds);
         }
-        // The roles of its chain in turn, ending with its role.
         let chain = connection
-            .role_via
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(role_arn))
-            .map(|arn| domain::RoleArn::parse("role_arn", arn))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| Stop::Failed("the connection has no valid role".into()))?;
+            .role_chain()
+            .ok()
+            .filter(|chain| !chain.is_empty())
+            .ok_or_else(|| Stop::Failed("the connection has no valid role".into()))?;
         let session = aws::session_name(connection.id);
         let duration = Duration::from_secs(u64::from(connection.settings.session_duration_seconds));
         match self.aws.assume_role_for_import(&chain, connection.external_id.as_str(), &session, duration).await {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 on_both_backends!(
     organizations_are_created_and_found,
     tokens_are_found_by_hash_only_and_scoped,
+    sessions_act_as_their_token_until_expiry_sign_out_or_deletion,
     environments_round_trip_and_are_scoped,
     environment_slugs_are_unique_per_organisation,
     environment_updates_are_partial,
@@ -58,6 +59,35 @@ async fn tokens_are_found_by_hash_only_and_scoped(backend: Backend) {
     assert!(db.store.find_token(&secret.hash()).await.unwrap().is_some());
     assert!(db.store.delete_token(a.id, token.id).await.unwrap());
     assert!(db.store.find_token(&secret.hash()).await.unwrap().is_none());
+}
+
+async fn sessions_act_as_their_token_until_expiry_sign_out_or_deletion(backend: Backend) {
+    use domain::session::SessionSecret;
+    let db = db_or_skip!(backend, "sessions_act_as_their_token_until_expiry_sign_out_or_deletion");
+    let org = db.store.create_organization("a").await.unwrap();
+    let keep = TokenSecret::generate();
+    db.store.create_token(org.id, "keep", &Scopes::admin(), "ct_keep", &keep.hash()).await.unwrap();
+    let secret = TokenSecret::generate();
+    let read = Scopes::new(vec![Scope::Read]).unwrap();
+    let token = db.store.create_token(org.id, "ui", &read, "ct_ui", &secret.hash()).await.unwrap();
+    let now = domain::time_util::now();
+    let (a, b, expired) = (SessionSecret::generate(), SessionSecret::generate(), SessionSecret::generate());
+    db.store.create_session(token.id, &expired.hash(), now - time::Duration::seconds(1)).await.unwrap();
+    db.store.create_session(token.id, &a.hash(), now + time::Duration::hours(1)).await.unwrap();
+    db.store.create_session(token.id, &b.hash(), now + time::Duration::hours(1)).await.unwrap();
+
+    let found = db.store.find_session(&a.hash(), now).await.unwrap().expect("a live session");
+    assert_eq!((found.id, found.org_id, found.scopes), (token.id, org.id, read));
+    assert!(db.store.find_session(&expired.hash(), now).await.unwrap().is_none(), "expired");
+    assert!(db.store.find_session(&a.hash(), now + time::Duration::hours(2)).await.unwrap().is_none(), "past expiry");
+    assert!(db.store.find_session(&SessionSecret::generate().hash(), now).await.unwrap().is_none());
+
+    db.store.delete_session(&a.hash()).await.unwrap();
+    db.store.delete_session(&a.hash()).await.unwrap();
+    assert!(db.store.find_session(&a.hash(), now).await.unwrap().is_none(), "signed out");
+    assert!(db.store.find_session(&b.hash(), now).await.unwrap().is_some(), "another session of the token stays");
+    assert!(db.store.delete_token(org.id, token.id).await.unwrap());
+    assert!(db.store.find_session(&b.hash(), now).await.unwrap().is_none(), "the token's deletion ends its sessions");
 }
 
 async fn environments_round_trip_and_are_scoped(backend: Backend) {

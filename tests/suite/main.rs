@@ -57,3 +57,4 @@ mod sources;
 mod stream;
 mod timeline;
 mod tokens;
+mod web_view;

@@ -32,7 +32,7 @@ macro_rules! setup_or_skip {
 
 /// Real write records of the data set, as changes in `ACCOUNT`'s us-east-1, the newest a minute
 /// old, one second apart.
-fn recent_changes(count: usize, skip: usize) -> Vec<Value> {
+pub(crate) fn recent_changes(count: usize, skip: usize) -> Vec<Value> {
     let now = OffsetDateTime::now_utc();
     test_support::cloudtrail_records("invictus-aws-dataset")
         .into_iter()
@@ -51,7 +51,7 @@ fn recent_changes(count: usize, skip: usize) -> Vec<Value> {
 }
 
 /// The event an API destination posts for a record.
-fn envelope(record: &Value) -> Value {
+pub(crate) fn envelope(record: &Value) -> Value {
     let service = record["eventSource"].as_str().unwrap().trim_end_matches(".amazonaws.com");
     json!({
         "version": "0", "id": uuid::Uuid::new_v4().to_string(), "detail-type": "AWS API Call via CloudTrail",
@@ -60,7 +60,7 @@ fn envelope(record: &Value) -> Value {
     })
 }
 
-async fn push(s: &Setup, connection: &str, secret: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn push(s: &Setup, connection: &str, secret: Option<&str>, body: Vec<u8>) -> (u16, Value) {
     let mut request = s
         .app
         .client
@@ -74,7 +74,7 @@ async fn push(s: &Setup, connection: &str, secret: Option<&str>, body: Vec<u8>) 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn push_secret(s: &Setup) -> Value {
+pub(crate) async fn push_secret(s: &Setup) -> Value {
     let (status, answer) = s.app.post(&format!("/v1/connections/{}/push", s.connection_id), &s.token, json!({})).await;
     assert_eq!(status, 201, "{answer}");
     answer

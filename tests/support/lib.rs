@@ -7,6 +7,7 @@ use domain::{Scopes, Store, TokenSecret};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub mod browser;
 pub mod sse;
 
 pub const PG_URL_VAR: &str = "CHANGETRAIL_TEST_DATABASE_URL";
@@ -153,6 +154,32 @@ pub async fn activate_connection(
         credentials: domain::connection::CredentialSource::Role,
     };
     store.register_role(connection.org_id, connection.id, &role).await.expect("register").expect("the connection")
+}
+
+/// `changetrail {subcommand}` (the binary at `binary`) as a deployment runs it against
+/// `database_url`: nothing of the test's environment, a data directory of its own, AWS only at
+/// `aws_endpoint` with the service's test credentials, warnings on stderr. Callers add the rest.
+pub fn changetrail_process(
+    binary: &str,
+    subcommand: &str,
+    database_url: &str,
+    aws_endpoint: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg(subcommand)
+        .env_clear()
+        .env("CHANGETRAIL_DATA_DIR", std::env::temp_dir().join(format!("changetrail-{subcommand}-{}", Uuid::now_v7())))
+        .env("CHANGETRAIL_DATABASE_URL", database_url)
+        .env("CHANGETRAIL_LOG", "warn")
+        .env("AWS_ENDPOINT_URL", aws_endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", SERVICE_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SERVICE_SECRET)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    command
 }
 
 /// An organisation with an admin token, as a test sees it.

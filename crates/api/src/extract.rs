@@ -3,7 +3,6 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use bytes::Bytes;
-use domain::token::TokenHash;
 use domain::{Scope, Scopes};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -105,6 +104,10 @@ pub struct Caller {
 }
 
 impl Caller {
+    pub fn of(token: domain::ApiToken) -> Self {
+        Caller { org_id: token.org_id, token_id: token.id, scopes: token.scopes }
+    }
+
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.allows(scope) {
             Ok(())
@@ -134,15 +137,9 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
-        let hash = TokenHash::of(secret);
-        let token = state.store.find_token(&hash).await?;
-        match token {
-            // The lookup is by hash; the constant-time comparison makes sure that what was found
-            // is exactly this secret's hash, whatever the backend's comparison does.
-            Some(token) if token.secret_hash.matches(&hash.0) => {
-                Ok(Caller { org_id: token.org_id, token_id: token.id, scopes: token.scopes })
-            }
-            _ => Err(unauthorized("the token is not valid; it may have been deleted")),
+        match state.authenticate(secret).await? {
+            Some(token) => Ok(Caller::of(token)),
+            None => Err(unauthorized("the token is not valid; it may have been deleted")),
         }
     }
 }

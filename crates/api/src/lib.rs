@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod routes;
 mod server;
 pub mod setup;
+pub mod ui;
 
 pub use server::serve;
 
@@ -94,6 +95,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let document = Arc::new(document);
     let app = routes
         .merge(docs::router(document))
+        .merge(ui::router())
         .fallback(middleware::no_such_route)
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));

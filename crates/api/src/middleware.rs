@@ -23,10 +23,10 @@ pub async fn no_such_route() -> ApiError {
 pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    // The web view's error pages are HTML that says what is wrong, for a person reading them.
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()) || v.as_bytes().starts_with(b"text/html")
+    });
     // An AWS-compatible operation's errors are AWS's shape (`x-amzn-ErrorType`), which SDKs read.
     let is_aws_error = response.headers().contains_key(crate::routes::audit_events::AWS_ERROR_TYPE);
     if !(status.is_client_error() || status.is_server_error()) || is_problem || is_aws_error {

@@ -14,6 +14,7 @@ mod environments;
 mod posting;
 mod push;
 mod rules;
+mod sessions;
 mod sources;
 mod stream;
 mod timeline;

@@ -158,6 +158,7 @@ pub async fn run_demo(config: crate::config::Config) -> anyhow::Result<()> {
          curl -s -H \"Authorization: Bearer {token}\" '{base}/v1/environments/production/timeline?limit=20'\n\n\
          The import's progress:\n\n    \
          curl -s -H \"Authorization: Bearer {token}\" {base}/v1/connections/{id}/imports\n\n\
+         Or look at it in the web view: open {base}/ui/ and sign in with the token.\n\n\
          The API reference is at {base}/docs. Ctrl-C stops the demo.",
         dir = dir.display(),
         aws = running.url(),

@@ -195,8 +195,10 @@ fn announce_bootstrap(outcome: Bootstrap, config: &Config) {
             );
             let _ = writeln!(
                 out,
-                "Use it like this:\n\n    curl -H \"Authorization: Bearer {}\" http://{}/v1/environments\n",
+                "Use it like this:\n\n    curl -H \"Authorization: Bearer {}\" http://{}/v1/environments\n\n\
+                 or sign in to the web view at http://{}/ui/ with it.\n",
                 secret.expose(),
+                config.listen,
                 config.listen
             );
         }

@@ -3,12 +3,12 @@
 //! real database (SQLite, and PostgreSQL when CHANGETRAIL_TEST_DATABASE_URL is set) and the AWS
 //! stand-in, reached only through AWS_ENDPOINT_URL.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use domain::connection::ConnectionSettings;
 use domain::ExternalId;
-use test_support::{Backend, TestDb, SERVICE_ACCESS_KEY, SERVICE_SECRET};
+use test_support::{Backend, TestDb};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -20,21 +20,9 @@ fn worker(db_url: &str, aws_url: &str) -> Child {
 }
 
 fn worker_with(db_url: &str, aws_url: &str, env: &[(&str, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_changetrail"))
-        .arg("worker")
-        .env_clear()
-        .env("CHANGETRAIL_DATA_DIR", std::env::temp_dir().join(format!("changetrail-worker-{}", Uuid::now_v7())))
+    test_support::changetrail_process(env!("CARGO_BIN_EXE_changetrail"), "worker", db_url, aws_url)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("CHANGETRAIL_DATABASE_URL", db_url)
         .env("CHANGETRAIL_IMPORT_LEASE", "3s")
-        .env("CHANGETRAIL_LOG", "warn")
-        .env("AWS_ENDPOINT_URL", aws_url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", SERVICE_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SERVICE_SECRET)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("start the worker")
 }

@@ -1,14 +1,14 @@
 //! A live timeline served by one process receives what a separate `changetrail worker` process
-//! imports: real processes, one database (SQLite, and PostgreSQL when
+//! imports, and a stream resumed after its `changetrail serve` process restarts misses nothing and
+//! repeats nothing: real processes, one database (SQLite, and PostgreSQL when
 //! CHANGETRAIL_TEST_DATABASE_URL is set), the AWS stand-in reached only through AWS_ENDPOINT_URL.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use domain::connection::ConnectionSettings;
 use domain::{ExternalId, NewEnvironment};
 use test_support::sse::Stream;
-use test_support::{Backend, TestApp, TestDb, SERVICE_ACCESS_KEY, SERVICE_SECRET};
+use test_support::{Backend, TestApp, TestDb};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -49,21 +49,10 @@ async fn a_worker_process_import_reaches_an_api_process_stream(backend: Backend)
     let (status, mut stream) =
         Stream::open(&app.base_url, "/v1/environments/prod/timeline/stream", &org.admin_token, None).await;
     assert_eq!(status, 200);
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_changetrail"))
-        .arg("worker")
-        .env_clear()
-        .env("CHANGETRAIL_DATA_DIR", std::env::temp_dir().join(format!("changetrail-worker-{}", Uuid::now_v7())))
-        .env("CHANGETRAIL_DATABASE_URL", &app.db.url)
-        .env("CHANGETRAIL_LOG", "warn")
-        .env("AWS_ENDPOINT_URL", standin.url())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", SERVICE_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SERVICE_SECRET)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the worker");
+    let mut worker =
+        test_support::changetrail_process(env!("CARGO_BIN_EXE_changetrail"), "worker", &app.db.url, &standin.url())
+            .spawn()
+            .expect("start the worker");
     let mut received = Vec::new();
     while received.len() < expected.len() {
         let Some((item, _)) = stream.item(Duration::from_secs(60)).await else { break };
@@ -85,4 +74,87 @@ async fn a_worker_process_import_reaches_an_api_process_stream_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_import_reaches_an_api_process_stream_on_postgres() {
     a_worker_process_import_reaches_an_api_process_stream(Backend::Postgres).await;
+}
+
+/// `changetrail serve` on `port` against `database_url`, answering once it is up.
+async fn serve(database_url: &str, port: u16, data_dir: &std::path::Path) -> std::process::Child {
+    let child = test_support::changetrail_process(
+        env!("CARGO_BIN_EXE_changetrail"),
+        "serve",
+        database_url,
+        "http://127.0.0.1:9",
+    )
+    .env("CHANGETRAIL_DATA_DIR", data_dir)
+    .env("CHANGETRAIL_LISTEN", format!("127.0.0.1:{port}"))
+    .env("CHANGETRAIL_AWS_PRINCIPAL_ARN", "arn:aws:iam::111111111111:role/changetrail")
+    .spawn()
+    .expect("start changetrail serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let client = reqwest::Client::new();
+    while !client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(std::time::Instant::now() < deadline, "changetrail serve did not become ready on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
+async fn post_deploy(base: &str, token: &str, version: &str) -> String {
+    let body = serde_json::json!({"environment": "prod", "service": "api", "version": version, "status": "succeeded",
+                                  "started_at": "2026-11-30T10:00:00Z"});
+    let response =
+        reqwest::Client::new().post(format!("{base}/v1/deploys")).bearer_auth(token).json(&body).send().await;
+    let answer: serde_json::Value = response.expect("post a deploy").json().await.expect("a JSON answer");
+    answer["id"].as_str().unwrap_or_else(|| panic!("a deploy: {answer}")).to_owned()
+}
+
+async fn a_stream_resumed_after_its_server_restarts_gets_every_item_once(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return test_support::skipped("a_stream_resumed_after_its_server_restarts_gets_every_item_once");
+    };
+    let org = test_support::create_org(db.store.as_ref(), "acme").await;
+    db.store.create_environment(org.id, &NewEnvironment::parse("prod", None, None).unwrap()).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data_dir = std::env::temp_dir().join(format!("changetrail-serve-{}", Uuid::now_v7()));
+    let (base, token) = (format!("http://127.0.0.1:{port}"), org.admin_token.as_str());
+    let path = "/v1/environments/prod/timeline/stream";
+    // Another server on the database, up while the first one is down.
+    let other = TestApp::spawn_on(db).await;
+
+    let mut server = serve(&other.db.url, port, &data_dir).await;
+    let (status, mut stream) = Stream::open(&base, path, token, None).await;
+    assert_eq!(status, 200);
+    let first = post_deploy(&base, token, "v1").await;
+    let (item, last_event_id) = stream.item(Duration::from_secs(5)).await.expect("the first deploy");
+    assert_eq!(item["id"], first.as_str());
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    drop(stream);
+    let mut expected = Vec::new();
+    for version in ["v2", "v3", "v4"] {
+        expected.push(post_deploy(&other.base_url, token, version).await);
+    }
+    let mut server = serve(&other.db.url, port, &data_dir).await;
+    let (status, mut stream) = Stream::open(&base, path, token, Some(&last_event_id)).await;
+    assert_eq!(status, 200);
+    expected.push(post_deploy(&base, token, "v5").await);
+    let mut received = Vec::new();
+    while received.len() < expected.len() {
+        let Some((item, _)) = stream.item(Duration::from_secs(5)).await else { break };
+        received.push(item["id"].as_str().unwrap().to_owned());
+    }
+    assert!(stream.next(Duration::from_millis(700)).await.is_none(), "nothing more");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(received, expected, "everything stored after the last event received, once each, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumed_after_its_server_restarts_gets_every_item_once_on_sqlite() {
+    a_stream_resumed_after_its_server_restarts_gets_every_item_once(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumed_after_its_server_restarts_gets_every_item_once_on_postgres() {
+    a_stream_resumed_after_its_server_restarts_gets_every_item_once(Backend::Postgres).await;
 }

@@ -15,6 +15,7 @@ pub mod page;
 pub mod posted;
 pub mod rule;
 pub mod secret_box;
+pub mod session;
 pub mod source;
 pub mod store;
 pub mod suspects;

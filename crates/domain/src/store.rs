@@ -75,6 +75,15 @@ pub trait Tenants: Send + Sync {
     /// (which is kept: without it nobody could administer the organisation).
     async fn delete_token(&self, org_id: Uuid, token_id: Uuid) -> StoreResult<bool>;
 
+    /// A web view session of `token_id` until `expires_at`, kept by its secret's hash. Sessions
+    /// that expired before now are removed on the way.
+    async fn create_session(&self, token_id: Uuid, hash: &TokenHash, expires_at: OffsetDateTime) -> StoreResult<()>;
+    /// The token a session acts as, if the session exists, has not expired by `now`, and its
+    /// token has not been deleted.
+    async fn find_session(&self, hash: &TokenHash, now: OffsetDateTime) -> StoreResult<Option<ApiToken>>;
+    /// Ends a session (sign-out); ending one that does not exist is not an error.
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<()>;
+
     async fn create_environment(&self, org_id: Uuid, env: &NewEnvironment) -> StoreResult<Environment>;
     async fn list_environments(&self, org_id: Uuid, page: PageRequest) -> StoreResult<Page<Environment>>;
     async fn get_environment(&self, org_id: Uuid, env: &EnvironmentRef) -> StoreResult<Option<Environment>>;

@@ -240,13 +240,17 @@ pub struct StreamParams {
 /// Heartbeats (SSE comments) this often keep proxies from closing an idle stream.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
 
-fn event_stream(receiver: tokio::sync::mpsc::Receiver<app::StreamMessage>) -> Response {
+/// The stream's messages as Server-Sent Events, each item's data written by `render` (JSON for
+/// the API, a page's row for the web view).
+pub(crate) fn event_stream(
+    receiver: tokio::sync::mpsc::Receiver<app::StreamMessage>,
+    render: impl Fn(TimelineItemView) -> String + Send + 'static,
+) -> Response {
     use tokio_stream::StreamExt;
-    let events = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|message| {
+    let events = tokio_stream::wrappers::ReceiverStream::new(receiver).map(move |message| {
         Ok::<_, std::convert::Infallible>(match message {
             app::StreamMessage::Item { item, position } => {
-                let view = TimelineItemView::from(*item);
-                let data = serde_json::to_string(&view).unwrap_or_else(|_| "{}".to_owned());
+                let data = render(TimelineItemView::from(*item));
                 Event::default().id(position.encode()).event("item").data(data)
             }
             app::StreamMessage::Overflow => Event::default().event("overflow").data(format!(
@@ -256,6 +260,10 @@ fn event_stream(receiver: tokio::sync::mpsc::Receiver<app::StreamMessage>) -> Re
         })
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT)).into_response()
+}
+
+fn json_item(view: TimelineItemView) -> String {
+    serde_json::to_string(&view).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn last_event_id(headers: &HeaderMap) -> Option<&str> {
@@ -285,7 +293,7 @@ async fn stream_timeline(
     let environment = state.environment(caller.org_id, &env).await?;
     let request = TimelineRequest::parse(params, domain::time_util::now()).map_err(app::AppError::from)?;
     let receiver = state.open_stream(caller.org_id, vec![environment.id], request, last_event_id(&headers))?;
-    Ok(event_stream(receiver))
+    Ok(event_stream(receiver, json_item))
 }
 
 /// Several environments' new items as one stream of Server-Sent Events (an item in several
@@ -307,5 +315,5 @@ async fn stream_timelines(
     let ids = state.environment_ids(caller.org_id, &envs.environment).await?;
     let request = TimelineRequest::parse(params, domain::time_util::now()).map_err(app::AppError::from)?;
     let receiver = state.open_stream(caller.org_id, ids, request, last_event_id(&headers))?;
-    Ok(event_stream(receiver))
+    Ok(event_stream(receiver, json_item))
 }

@@ -6,6 +6,7 @@ use domain::time_util::{now, to_micros};
 use domain::token::TokenHash;
 use domain::{ApiToken, Environment, EnvironmentPatch, EnvironmentRef, NewEnvironment, Organization};
 use domain::{Page, PageRequest, Scopes};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::org_page_sql;
@@ -150,6 +151,45 @@ impl Tenants for SqlStore {
         })
         .map_err(backend)?;
         Ok(done > 0)
+    }
+
+    async fn create_session(&self, token_id: Uuid, hash: &TokenHash, expires_at: OffsetDateTime) -> StoreResult<()> {
+        let (at, until, hash) = (to_micros(now()), to_micros(expires_at), hash.0.to_vec());
+        on_pool!(self, |pool: Db| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1").bind(at).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO ui_sessions (secret_hash, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&hash)
+            .bind(token_id)
+            .bind(at)
+            .bind(until)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
+        .map_err(db_error("this session already exists"))
+    }
+
+    async fn find_session(&self, hash: &TokenHash, now: OffsetDateTime) -> StoreResult<Option<ApiToken>> {
+        let (hash, now) = (hash.0.to_vec(), to_micros(now));
+        let sql = "SELECT t.id, t.org_id, t.name, t.scopes, t.prefix, t.secret_hash, t.created_at
+             FROM ui_sessions s JOIN api_tokens t ON t.id = s.token_id
+             WHERE s.secret_hash = $1 AND s.expires_at > $2";
+        let row: Option<TokenRow> =
+            on_pool!(self, |pool: Db| sqlx::query_as(sql).bind(&hash).bind(now).fetch_optional(pool).await)
+                .map_err(backend)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<()> {
+        let hash = hash.0.to_vec();
+        on_pool!(self, |pool: Db| {
+            sqlx::query("DELETE FROM ui_sessions WHERE secret_hash = $1").bind(&hash).execute(pool).await.map(|_| ())
+        })
+        .map_err(backend)?;
+        Ok(())
     }
 
     async fn create_environment(&self, org_id: Uuid, env: &NewEnvironment) -> StoreResult<Environment> {

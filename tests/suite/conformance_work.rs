@@ -20,6 +20,7 @@ on_both_backends!(
     an_import_page_is_stored_only_under_its_lease,
     finished_runs_free_the_lease_and_schedule_the_next,
     timeline_pages_follow_cursors_and_filters,
+    value_filters_follow_an_items_changes_and_lead_the_scan,
     several_environments_merge_without_duplicates,
     relinking_replaces_links_under_its_lease,
     members_follow_the_listing_and_discovery_is_leased_to_one_worker,
@@ -238,6 +239,79 @@ async fn finished_runs_free_the_lease_and_schedule_the_next(backend: Backend) {
     db.store.claim_import_jobs("w3", claim_at, claim_at + Duration::hours(1), 1).await.unwrap();
     db.store.release_leases("w3").await.unwrap();
     assert_eq!(db.store.claim_import_jobs("w4", claim_at, claim_at + Duration::minutes(1), 1).await.unwrap().len(), 1);
+}
+
+/// The filters on an item's values (`source`, `actor`, `service`, labels) read the facet index
+/// (migration 0016): it must follow the item when it is stored again with other values or in
+/// other environments, and lose it when an environment goes.
+async fn value_filters_follow_an_items_changes_and_lead_the_scan(backend: Backend) {
+    let db = db_or_skip!(backend, "value_filters_follow_an_items_changes_and_lead_the_scan");
+    let (org, prod, staging, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    let deploy = |service: &str, status: &str, envs: Vec<Uuid>| {
+        let posted = domain::posted::deploy(domain::posted::DeployInput {
+            environment: Some("prod"),
+            environments: None,
+            service,
+            version: "v7",
+            status,
+            started_at: now - Duration::minutes(5),
+            finished_at: None,
+            url: None,
+            commit_sha: None,
+            actor: Some("ci"),
+            external_id: Some("deploy-7"),
+        })
+        .unwrap();
+        NewEvent { environment_ids: envs, ..posted.event }
+    };
+    let count = |envs: Vec<Uuid>, filters: TimelineFilters| {
+        let store = db.store.clone();
+        let q = TimelineQuery { filters, ..query(envs, 50) };
+        async move { store.timeline(org, &q).await.unwrap().len() }
+    };
+    let service = |s: &str| TimelineFilters { service: Some(s.into()), ..Default::default() };
+    let label = |k: &str, v: &str| TimelineFilters { labels: vec![(k.into(), v.into())], ..Default::default() };
+
+    let (id, _) = db.store.upsert_event(org, &deploy("checkout-api", "started", vec![prod.id])).await.unwrap();
+    db.store
+        .upsert_event(org, &change(&connection, "CreateVpc", "ec2.amazonaws.com", "alice", now, &[prod.id]))
+        .await
+        .unwrap();
+    assert_eq!(count(vec![prod.id], service("checkout-api")).await, 1);
+    assert_eq!(count(vec![prod.id], label("service", "checkout-api")).await, 1);
+    let ec2 = TimelineFilters { source: Some("ec2.amazonaws.com".into()), ..Default::default() };
+    assert_eq!(count(vec![prod.id], ec2.clone()).await, 1, "the event source");
+    let aws = TimelineFilters { source: Some("aws.cloudtrail".into()), ..Default::default() };
+    assert_eq!(count(vec![prod.id], aws).await, 1, "the item's own source");
+    let alice = TimelineFilters { actor: Some("alice".into()), ..Default::default() };
+    assert_eq!(count(vec![prod.id], alice.clone()).await, 1);
+    let both = TimelineFilters { actor: Some("alice".into()), source: Some("deploy".into()), ..Default::default() };
+    assert_eq!(count(vec![prod.id], both).await, 0, "every filter holds, not only the one that leads");
+
+    // Stored again as another service, in staging only: the filters follow.
+    let (again, _) = db.store.upsert_event(org, &deploy("payments", "succeeded", vec![staging.id])).await.unwrap();
+    assert_eq!(again, id);
+    assert_eq!(count(vec![prod.id], service("checkout-api")).await, 0);
+    assert_eq!(count(vec![prod.id], service("payments")).await, 0);
+    assert_eq!(count(vec![staging.id], service("payments")).await, 1);
+    assert_eq!(count(vec![staging.id, prod.id], service("payments")).await, 1, "several environments");
+    assert_eq!(count(vec![staging.id, prod.id], ec2.clone()).await, 1);
+
+    // The plan reads the facet's rows (which index, on a table this small, is the planner's
+    // choice; the benchmark shows the plan at scale).
+    let store = storage::connect_sql(&db.url).await.unwrap();
+    let q = TimelineQuery { filters: service("payments"), ..query(vec![staging.id], 50) };
+    let plan = store.explain_timeline(org, &q).await.unwrap().join("\n");
+    match backend {
+        Backend::Postgres => assert!(plan.contains("on event_facets f"), "{plan}"),
+        Backend::Sqlite => assert!(plan.contains("SEARCH f USING PRIMARY KEY"), "{plan}"),
+    }
+
+    // An environment deleted takes its facets along; the others stay.
+    assert!(db.store.delete_environment(org, staging.id).await.unwrap());
+    assert_eq!(count(vec![prod.id], ec2).await, 1);
+    assert_eq!(count(vec![prod.id], alice).await, 1);
 }
 
 async fn timeline_pages_follow_cursors_and_filters(backend: Backend) {

@@ -379,7 +379,8 @@ async fn a_timeline_of_many_environments_reads_a_page_of_each(backend: Backend) 
         Backend::Postgres => {
             let scans: Vec<u64> = plan
                 .iter()
-                .filter(|line| line.contains("Index") && line.contains("event_environments"))
+                // (Not `event_environments_by_event`: each item's environment slugs, once per item.)
+                .filter(|line| line.contains("Index") && line.contains("event_environments_pkey"))
                 .map(|line| {
                     let rows = line.split("rows=").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_default();
                     rows.parse().unwrap_or_else(|_| panic!("no row count in {line:?}"))

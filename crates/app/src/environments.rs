@@ -13,17 +13,21 @@ impl App {
         env: &str,
         patch: &EnvironmentPatch,
     ) -> AppResult<Environment> {
-        let existing = self.environment(org_id, env).await?;
+        let existing = self.stored_environment(org_id, env).await?;
         if patch.slug.as_ref().is_some_and(|slug| *slug != existing.slug) {
             self.refuse_if_named(&existing, "renamed").await?;
         }
-        self.store.update_environment(org_id, existing.id, patch).await?.ok_or(AppError::NotFound("environment"))
+        let updated = self.store.update_environment(org_id, existing.id, patch).await?;
+        self.lookups.forget_environment(existing.id);
+        updated.ok_or(AppError::NotFound("environment"))
     }
 
     pub async fn delete_environment(&self, org_id: Uuid, env: &str) -> AppResult<()> {
-        let existing = self.environment(org_id, env).await?;
+        let existing = self.stored_environment(org_id, env).await?;
         self.refuse_if_named(&existing, "deleted").await?;
-        match self.store.delete_environment(org_id, existing.id).await? {
+        let deleted = self.store.delete_environment(org_id, existing.id).await?;
+        self.lookups.forget_environment(existing.id);
+        match deleted {
             true => Ok(()),
             false => Err(AppError::NotFound("environment")),
         }

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 mod channels;
 mod connections;
 mod environments;
+mod lookups;
 mod posting;
 mod push;
 mod rules;
@@ -22,6 +23,7 @@ mod tokens;
 
 pub use channels::{AuditEventsAnswer, AuditEventsCall, CallRefused, ChannelInput};
 pub use connections::{RegionImport, RoleInput};
+pub use lookups::FRESH_FOR;
 pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};
 pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView, TargetRefusal};
@@ -130,13 +132,14 @@ pub struct App {
     pub import_overlap: Duration,
     pub webhooks: WebhookSettings,
     new_items: broadcast::Sender<NewItem>,
+    lookups: Arc<lookups::Lookups>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>, aws: Arc<AwsAccess>, import_overlap: Duration, webhooks: WebhookSettings) -> App {
         // Reactions that fall this far behind miss items (and are told so by the channel).
         let (new_items, _) = broadcast::channel(1024);
-        App { store, aws, import_overlap, webhooks, new_items }
+        App { store, aws, import_overlap, webhooks, new_items, lookups: Default::default() }
     }
 
     /// Every item stored from now on, whatever its source: for what reacts to new items (live

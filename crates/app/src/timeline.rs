@@ -26,8 +26,19 @@ fn invalid_cursor(_: PageError) -> AppError {
 }
 
 impl App {
-    /// One environment of the organisation, by UUID or slug.
+    /// One environment of the organisation, by UUID or slug, as found in the last second
+    /// (`lookups.rs`): for reads.
     pub async fn environment(&self, org_id: Uuid, env: &str) -> AppResult<Environment> {
+        if let Some(environment) = self.lookups.environment(org_id, env) {
+            return Ok(environment);
+        }
+        let environment = self.stored_environment(org_id, env).await?;
+        self.lookups.remember_environment(env, &environment);
+        Ok(environment)
+    }
+
+    /// One environment as stored now: for changes to it.
+    pub(crate) async fn stored_environment(&self, org_id: Uuid, env: &str) -> AppResult<Environment> {
         let reference = EnvironmentRef::parse(env).map_err(|_| AppError::NotFound("environment"))?;
         self.store.get_environment(org_id, &reference).await?.ok_or(AppError::NotFound("environment"))
     }

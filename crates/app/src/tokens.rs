@@ -9,6 +9,7 @@ impl App {
     /// Deletes a token, but never the organisation's last admin token.
     pub async fn delete_token(&self, org_id: Uuid, token_id: Uuid) -> AppResult<()> {
         if self.store.delete_token(org_id, token_id).await? {
+            self.lookups.forget_token(token_id);
             return Ok(());
         }
         let mut page = PageRequest { limit: domain::page::MAX_LIMIT, after: None };

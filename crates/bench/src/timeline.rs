@@ -332,5 +332,12 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     for line in plan {
         println!("    {line}");
     }
+    // And of a filter on a value, which reads the facet index (migration 0016).
+    let service = TimelineFilters { service: Some("checkout-api".into()), ..Default::default() };
+    let plan = sql_store.explain_timeline(org.id, &TimelineQuery { filters: service, ..query }).await?;
+    println!("  plan of the first page with service=checkout-api:");
+    for line in plan {
+        println!("    {line}");
+    }
     Ok(())
 }

@@ -277,6 +277,20 @@ pub struct TimelineRow {
     pub ingested_via: String,
 }
 
+/// A timeline row with the slugs of its environments, as a page reads it.
+#[derive(sqlx::FromRow)]
+pub struct PageRow {
+    #[sqlx(flatten)]
+    pub item: TimelineRow,
+    pub environments: sqlx::types::Json<Vec<String>>,
+}
+
+impl PageRow {
+    pub fn into_item(self) -> domain::timeline::TimelineItem {
+        self.item.into_item(self.environments.0)
+    }
+}
+
 /// A timeline row with the original record, for one item in full.
 #[derive(sqlx::FromRow)]
 pub struct EventRow {

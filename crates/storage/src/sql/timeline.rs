@@ -7,12 +7,25 @@ use domain::timeline::{StreamQuery, TimelineFilters, TimelineItem, TimelineQuery
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
-use crate::rows::{backend, like_pattern, TimelineRow};
+use crate::rows::{backend, like_pattern, PageRow};
 use crate::SqlStore;
 
 const ITEM_COLUMNS: &str =
     " e.id, e.kind, e.source, e.occurred_at, e.title, e.actor, e.read_only, e.resources, e.labels, e.links, e.details, \
      e.created_at, e.ingested_via";
+
+/// The item's columns and, in the same query, the slugs of its environments (a JSON array,
+/// sorted): one round trip per page.
+fn item_columns<DB: Database>() -> String {
+    let slugs =
+        "FROM event_environments l2 JOIN environments env ON env.id = l2.environment_id WHERE l2.event_id = e.id";
+    let environments = if DB::NAME == "PostgreSQL" {
+        format!("(SELECT COALESCE(jsonb_agg(env.slug ORDER BY env.slug), '[]'::jsonb) {slugs})")
+    } else {
+        format!("(SELECT json_group_array(slug) FROM (SELECT env.slug AS slug {slugs} ORDER BY env.slug))")
+    };
+    format!("{ITEM_COLUMNS}, {environments} AS environments")
+}
 
 /// The page's SQL after `prefix` (`SELECT`, or `EXPLAIN … SELECT` for the benchmark's plan).
 ///
@@ -33,23 +46,22 @@ where
 {
     let limit = i64::from(query.limit);
     let mut sql = QueryBuilder::new(prefix);
+    let facet = driving_facet(&query.filters);
+    let scan = if facet.is_some() { "f" } else { "l" };
     if let [environment_id] = query.environment_ids[..] {
-        sql.push(ITEM_COLUMNS).push(" FROM event_environments l JOIN events e ON e.id = l.event_id");
-        push_scan_conditions(&mut sql, org_id, environment_id, query);
-        sql.push(" ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT ").push_bind(limit);
+        sql.push(item_columns::<DB>()).push(scan_from(facet.is_some()));
+        push_scan_conditions(&mut sql, org_id, environment_id, query, facet.as_ref());
+        sql.push(format!(" ORDER BY {scan}.occurred_at DESC, {scan}.event_id DESC LIMIT ")).push_bind(limit);
         return sql;
     }
-    sql.push(ITEM_COLUMNS).push(" FROM events e JOIN (");
+    sql.push(item_columns::<DB>()).push(" FROM events e JOIN (");
     for (n, environment_id) in query.environment_ids.iter().enumerate() {
         if n > 0 {
             sql.push(" UNION ");
         }
-        sql.push(
-            "SELECT * FROM (SELECT l.event_id, l.occurred_at
-             FROM event_environments l JOIN events e ON e.id = l.event_id",
-        );
-        push_scan_conditions(&mut sql, org_id, *environment_id, query);
-        sql.push(" ORDER BY l.occurred_at DESC, l.event_id DESC LIMIT ").push_bind(limit);
+        sql.push(format!("SELECT * FROM (SELECT {scan}.event_id, {scan}.occurred_at")).push(scan_from(facet.is_some()));
+        push_scan_conditions(&mut sql, org_id, *environment_id, query, facet.as_ref());
+        sql.push(format!(" ORDER BY {scan}.occurred_at DESC, {scan}.event_id DESC LIMIT ")).push_bind(limit);
         sql.push(format!(") AS scan{n}"));
     }
     sql.push(") AS page ON e.id = page.event_id ORDER BY page.occurred_at DESC, page.event_id DESC LIMIT ")
@@ -57,12 +69,44 @@ where
     sql
 }
 
-/// The WHERE clause of one environment's scan: the window, the cursor and the filters.
+/// The value of an item a filter asks for, that `event_facets` (migration 0016) indexes: the
+/// scan then reads that value's rows of the environment, newest first, instead of walking the
+/// environment's links until enough match. The most selective kind of filter leads; the others
+/// (and this one again) are checked on each row found.
+fn driving_facet(f: &TimelineFilters) -> Option<(String, &str)> {
+    if let Some((key, value)) = f.labels.first() {
+        return Some((format!("label:{key}"), value.as_str()));
+    }
+    if let Some(service) = &f.service {
+        return Some(("label:service".to_owned(), service.as_str()));
+    }
+    if let Some(actor) = &f.actor {
+        return Some(("actor".to_owned(), actor.as_str()));
+    }
+    f.source.as_deref().map(|source| ("source".to_owned(), source))
+}
+
+/// What one environment's scan reads: its links (`l`), or one value's facet rows (`f`) and
+/// their links.
+fn scan_from(by_facet: bool) -> &'static str {
+    if by_facet {
+        " FROM event_facets f
+          JOIN event_environments l
+            ON l.environment_id = f.environment_id AND l.occurred_at = f.occurred_at AND l.event_id = f.event_id
+          JOIN events e ON e.id = l.event_id"
+    } else {
+        " FROM event_environments l JOIN events e ON e.id = l.event_id"
+    }
+}
+
+/// The WHERE clause of one environment's scan: the window, the cursor and the filters, the
+/// window and cursor on the scanned table's key so that they bound its range.
 fn push_scan_conditions<'a, DB>(
     sql: &mut QueryBuilder<'a, DB>,
     org_id: Uuid,
     environment_id: Uuid,
     query: &'a TimelineQuery,
+    facet: Option<&(String, &'a str)>,
 ) where
     DB: Database,
     Uuid: Encode<'a, DB> + Type<DB>,
@@ -71,14 +115,19 @@ fn push_scan_conditions<'a, DB>(
     &'a str: Encode<'a, DB> + Type<DB>,
     bool: Encode<'a, DB> + Type<DB>,
 {
-    sql.push(" WHERE l.environment_id = ").push_bind(environment_id);
+    let scan = if facet.is_some() { "f" } else { "l" };
+    sql.push(format!(" WHERE {scan}.environment_id = ")).push_bind(environment_id);
+    if let Some((name, value)) = facet {
+        sql.push(" AND f.facet = ").push_bind(name.clone());
+        sql.push(" AND f.value = ").push_bind(*value);
+    }
     sql.push(" AND e.org_id = ").push_bind(org_id);
-    sql.push(" AND l.occurred_at >= ").push_bind(to_micros(query.since));
-    sql.push(" AND l.occurred_at <= ").push_bind(to_micros(query.until));
+    sql.push(format!(" AND {scan}.occurred_at >= ")).push_bind(to_micros(query.since));
+    sql.push(format!(" AND {scan}.occurred_at <= ")).push_bind(to_micros(query.until));
     if let Some((at, id)) = query.after {
-        sql.push(" AND (l.occurred_at < ").push_bind(to_micros(at));
-        sql.push(" OR (l.occurred_at = ").push_bind(to_micros(at));
-        sql.push(" AND l.event_id < ").push_bind(id).push("))");
+        sql.push(format!(" AND ({scan}.occurred_at < ")).push_bind(to_micros(at));
+        sql.push(format!(" OR ({scan}.occurred_at = ")).push_bind(to_micros(at));
+        sql.push(format!(" AND {scan}.event_id < ")).push_bind(id).push("))");
     }
     push_filters(sql, &query.filters, query.include_read_only, &query.kinds, "l");
 }
@@ -143,7 +192,7 @@ where
     bool: Encode<'a, DB> + Type<DB>,
 {
     let mut sql = QueryBuilder::new("SELECT");
-    sql.push(ITEM_COLUMNS).push(" FROM events e WHERE e.org_id = ").push_bind(org_id);
+    sql.push(item_columns::<DB>()).push(" FROM events e WHERE e.org_id = ").push_bind(org_id);
     let after = query.after;
     sql.push(" AND (e.created_at > ").push_bind(after.stored_at);
     sql.push(" OR (e.created_at = ").push_bind(after.stored_at);
@@ -159,29 +208,12 @@ where
     sql
 }
 
-fn slugs_sql<'a, DB>(rows: &'a [TimelineRow]) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    Uuid: Encode<'a, DB> + Type<DB>,
-{
-    let mut sql = QueryBuilder::new(
-        "SELECT l.event_id, env.slug FROM event_environments l JOIN environments env ON env.id = l.environment_id
-         WHERE l.event_id IN (",
-    );
-    let mut ids = sql.separated(", ");
-    for row in rows {
-        ids.push_bind(row.id);
-    }
-    sql.push(") ORDER BY env.slug");
-    sql
-}
-
 impl SqlStore {
     pub(super) async fn timeline_page(&self, org_id: Uuid, query: &TimelineQuery) -> StoreResult<Vec<TimelineItem>> {
         if query.environment_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<TimelineRow> = match &self.pool {
+        let rows: Vec<PageRow> = match &self.pool {
             crate::Pool::Sqlite(pool) => {
                 let mut connection = self.sqlite_with_deadline(pool).await.map_err(backend)?;
                 timeline_sql::<sqlx::Sqlite>("SELECT", org_id, query).build_query_as().fetch_all(&mut *connection).await
@@ -191,7 +223,7 @@ impl SqlStore {
             }
         }
         .map_err(backend)?;
-        self.with_slugs(rows).await
+        Ok(rows.into_iter().map(PageRow::into_item).collect())
     }
 
     /// A live stream's next batch (`Events::stream_items`).
@@ -199,27 +231,10 @@ impl SqlStore {
         if query.environment_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<TimelineRow> =
+        let rows: Vec<PageRow> =
             on_pool!(self, |pool: Db| stream_sql::<Db>(org_id, query).build_query_as().fetch_all(pool).await)
                 .map_err(backend)?;
-        self.with_slugs(rows).await
-    }
-
-    /// The rows as items, each with the slugs of its environments.
-    async fn with_slugs(&self, rows: Vec<TimelineRow>) -> StoreResult<Vec<TimelineItem>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let links: Vec<(Uuid, String)> =
-            on_pool!(self, |pool: Db| slugs_sql::<Db>(&rows).build_query_as().fetch_all(pool).await)
-                .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let slugs = links.iter().filter(|(id, _)| *id == row.id).map(|(_, slug)| slug.clone()).collect();
-                row.into_item(slugs)
-            })
-            .collect())
+        Ok(rows.into_iter().map(PageRow::into_item).collect())
     }
 
     /// The plan the database chooses for a timeline page: `EXPLAIN (ANALYZE, BUFFERS)` on

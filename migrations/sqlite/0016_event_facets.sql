@@ -1,0 +1,32 @@
+-- The timeline's filters on an item's values (`source`, `actor`, `service`, `label`), each
+-- served by an index that leads the scan: one row per (link, value), ordered like the link
+-- table, so a page of items with a rare value is a short range scan instead of a walk back
+-- through the environment's history. Facets: `source` (the item's source and its CloudTrail
+-- event source), `actor`, and `label:{key}` for each label.
+--
+-- The link table's trigger writes them from the event's row, so every path that links an item
+-- (posting, imports, pushes, channels, re-links) keeps them without knowing of them; deleting a
+-- link deletes its facets.
+CREATE TABLE event_facets (
+    environment_id  BLOB NOT NULL,
+    facet           TEXT NOT NULL,
+    value           TEXT NOT NULL,
+    occurred_at     INTEGER NOT NULL,
+    event_id        BLOB NOT NULL,
+    PRIMARY KEY (environment_id, facet, value, occurred_at, event_id),
+    FOREIGN KEY (environment_id, occurred_at, event_id)
+        REFERENCES event_environments (environment_id, occurred_at, event_id) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX event_facets_by_event ON event_facets (event_id, environment_id, occurred_at);
+
+CREATE TRIGGER event_facets_on_link AFTER INSERT ON event_environments
+BEGIN
+    INSERT OR IGNORE INTO event_facets (environment_id, facet, value, occurred_at, event_id)
+    SELECT NEW.environment_id, f.facet, f.value, NEW.occurred_at, NEW.event_id
+    FROM (
+        SELECT 'source' AS facet, e.source AS value FROM events e WHERE e.id = NEW.event_id
+        UNION SELECT 'source', e.event_source FROM events e WHERE e.id = NEW.event_id AND e.event_source IS NOT NULL
+        UNION SELECT 'actor', e.actor FROM events e WHERE e.id = NEW.event_id AND e.actor IS NOT NULL
+        UNION SELECT 'label:' || kv.key, kv.value FROM events e, json_each(e.labels) kv WHERE e.id = NEW.event_id
+    ) f;
+END;

@@ -308,8 +308,11 @@ async fn value_filters_follow_an_items_changes_and_lead_the_scan(backend: Backen
         Backend::Sqlite => assert!(plan.contains("SEARCH f USING PRIMARY KEY"), "{plan}"),
     }
 
+    // The facets follow the links: the deploy's three (source, actor, service label) moved to staging.
+    assert_eq!(test_support::facet_count(&db.url, staging.id).await, 3);
     // An environment deleted takes its facets along; the others stay.
     assert!(db.store.delete_environment(org, staging.id).await.unwrap());
+    assert_eq!(test_support::facet_count(&db.url, staging.id).await, 0);
     assert_eq!(count(vec![prod.id], ec2).await, 1);
     assert_eq!(count(vec![prod.id], alice).await, 1);
 }

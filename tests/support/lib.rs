@@ -407,6 +407,14 @@ pub async fn linked_count(url: &str, environment_id: Uuid) -> i64 {
     n
 }
 
+/// How many facet rows (the value filters' index) an environment has.
+pub async fn facet_count(url: &str, environment_id: Uuid) -> i64 {
+    let sql = "SELECT COUNT(*) FROM event_facets WHERE environment_id = $1";
+    let (n,): (i64,) =
+        on_pool!(url, |pool| sqlx::query_as(sql).bind(environment_id).fetch_one(&pool).await.expect("count facets"));
+    n
+}
+
 /// The problems of every flagged event of an organisation.
 pub async fn flagged_problems(url: &str, org_id: Uuid) -> Vec<String> {
     let sql = "SELECT details FROM events WHERE org_id = $1";

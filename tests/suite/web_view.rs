@@ -31,8 +31,8 @@ fn at(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
 }
 
-/// A deploy, an alert after it, and real CloudTrail changes imported by the importer.
-async fn a_busy_environment(s: &Setup) -> (Value, Value) {
+/// A deploy, an alert after it, and real CloudTrail changes imported by the importer; the alert.
+async fn a_busy_environment(s: &Setup) -> Value {
     let t = s.token.as_str();
     let now = OffsetDateTime::now_utc();
     // Real write records, a second apart.
@@ -48,21 +48,21 @@ async fn a_busy_environment(s: &Setup) -> (Value, Value) {
     Importer::new(s.app.db.store.clone(), s.aws.clone(), test_settings()).run_due_jobs_once().await;
     let deploy = json!({"environment": "production", "service": "checkout-api", "version": "v43", "status": "succeeded",
                         "started_at": at(now - time::Duration::minutes(6)), "actor": "alice"});
-    let (status, deploy) = s.app.post("/v1/deploys", t, deploy).await;
-    assert_eq!(status, 201, "{deploy}");
+    let (status, answer) = s.app.post("/v1/deploys", t, deploy).await;
+    assert_eq!(status, 201, "{answer}");
     let alert = json!({"environment": "production", "title": "checkout latency above 2 s", "severity": "critical",
                        "status": "triggered", "started_at": at(now - time::Duration::minutes(1)), "source": "pagerduty",
                        "service": "checkout-api"});
     let (status, alert) = s.app.post("/v1/alerts", t, alert).await;
     assert_eq!(status, 201, "{alert}");
-    (deploy, alert)
+    alert
 }
 
 async fn the_web_view_in_a_browser(backend: Backend) {
     const TEST: &str = "the_web_view_in_a_browser";
     let Some(s) = setup(backend).await else { return test_support::skipped(TEST) };
     let Some(browser) = Browser::start(TEST).await else { return };
-    let (deploy, alert) = a_busy_environment(&s).await;
+    let alert = a_busy_environment(&s).await;
     let origin = s.app.base_url.clone();
     let c = &browser.client;
     let shot = |name: &str| format!("{}-{name}", if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
@@ -203,7 +203,6 @@ async fn the_web_view_in_a_browser(backend: Backend) {
     assert_eq!(focused, selected, "the selected row's link has focus");
     c.active_element().await.unwrap().send_keys("\u{E007}").await.unwrap(); // Enter
     arrive(&browser, &format!("/ui/items/{}", live["id"].as_str().unwrap())).await;
-    let _ = &deploy;
 
     // The connections, with each region's import status.
     c.wait().for_element(Locator::LinkText("Connections")).await.unwrap().click().await.unwrap();

@@ -23,7 +23,6 @@ mod tokens;
 
 pub use channels::{AuditEventsAnswer, AuditEventsCall, CallRefused, ChannelInput};
 pub use connections::{RegionImport, RoleInput};
-pub use lookups::FRESH_FOR;
 pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};
 pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView, TargetRefusal};

@@ -15,7 +15,7 @@ use domain::{ApiToken, Environment};
 use uuid::Uuid;
 
 /// How long a looked-up value is used without asking the store again.
-pub const FRESH_FOR: Duration = Duration::from_secs(1);
+const FRESH_FOR: Duration = Duration::from_secs(1);
 /// At most this many of each are remembered; the least useful go first.
 const CAPACITY: usize = 10_000;
 

@@ -22,8 +22,8 @@ impl App {
         Ok(token)
     }
 
-    /// Signs in with an API token: a new session of it, and the token it acts as.
-    pub async fn sign_in(&self, token_secret: &str) -> AppResult<(SessionSecret, ApiToken)> {
+    /// Signs in with an API token: a new session of it.
+    pub async fn sign_in(&self, token_secret: &str) -> AppResult<SessionSecret> {
         let token = self.authenticate(token_secret.trim()).await?.ok_or_else(|| {
             AppError::refused(
                 Refusal::Unauthenticated,
@@ -41,7 +41,7 @@ impl App {
         let session = SessionSecret::generate();
         let expires_at = domain::time_util::now() + SESSION_LIFETIME;
         self.store.create_session(token.id, &session.hash(), expires_at).await?;
-        Ok((session, token))
+        Ok(session)
     }
 
     /// The token a live session acts as; `None` for an expired, signed-out or revoked one.

@@ -46,6 +46,16 @@ impl App {
     /// One page of one environment's timeline.
     pub async fn timeline(&self, org_id: Uuid, env: &str, params: TimelineParams) -> AppResult<Page<TimelineItem>> {
         let environment = self.environment(org_id, env).await?;
+        self.timeline_of(org_id, &environment, params).await
+    }
+
+    /// One page of the timeline of an environment already looked up.
+    pub async fn timeline_of(
+        &self,
+        org_id: Uuid,
+        environment: &Environment,
+        params: TimelineParams,
+    ) -> AppResult<Page<TimelineItem>> {
         let request = TimelineRequest::parse(params, domain::time_util::now())?;
         self.timeline_page(org_id, request.query(vec![environment.id]).map_err(invalid_cursor)?).await
     }

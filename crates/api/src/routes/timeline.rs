@@ -266,7 +266,7 @@ fn json_item(view: TimelineItemView) -> String {
     serde_json::to_string(&view).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn last_event_id(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{page, render_template, SignedIn, UiError};
 use crate::error::ApiError;
-use crate::routes::timeline::{event_stream, TimelineItemView};
+use crate::routes::timeline::{event_stream, last_event_id, TimelineItemView};
 use crate::AppState;
 
 /// The time range presets, as the `range` parameter names them.
@@ -109,9 +109,14 @@ impl TimelineForm {
             }
         }
         pairs.push(("limit".into(), TIMELINE_PAGE.into()));
-        let query = serde_html_form::to_string(&pairs).map_err(ApiError::internal)?;
-        serde_html_form::from_str(&query).map_err(|e| ApiError::invalid_field("query", e.to_string()))
+        api_params(&pairs)
     }
+}
+
+/// Pairs as the API's timeline parameters, read (and refused) as the API reads its query.
+fn api_params(pairs: &[(String, String)]) -> Result<TimelineParams, ApiError> {
+    let query = serde_html_form::to_string(pairs).map_err(ApiError::internal)?;
+    serde_html_form::from_str(&query).map_err(|e| ApiError::invalid_field("query", e.to_string()))
 }
 
 /// `2026-12-02T05:00` or `2026-12-02T05:00:30` (no zone) as UTC; anything else as it is.
@@ -154,10 +159,11 @@ pub async fn timeline(
     let environment = state.environment(org_id, &env).await?;
     let form = TimelineForm::parse(query.as_deref())?;
     let params = form.params(domain::time_util::now())?;
-    let items = state.timeline(org_id, &environment.id.to_string(), params).await?;
+    let items = state.timeline_of(org_id, &environment, params).await?;
 
     let slug = environment.slug.as_str();
-    let path = format!("/ui/environments/{}", urlencode(slug));
+    // A slug is `[a-z0-9-]`: nothing in it needs encoding in a path.
+    let path = format!("/ui/environments/{slug}");
     let range = form.range();
     let filters = form.filters();
     let presets: Vec<Value> = PRESETS
@@ -211,10 +217,6 @@ pub async fn timeline(
     Ok(page(StatusCode::OK, "timeline.html", &context))
 }
 
-fn urlencode(text: &str) -> String {
-    serde_html_form::to_string([("", text)]).map(|s| s[1..].to_owned()).unwrap_or_default()
-}
-
 /// The timeline's new items as Server-Sent Events whose data is the row the page shows, so the
 /// script only has to put it on top.
 pub async fn timeline_stream(
@@ -227,12 +229,9 @@ pub async fn timeline_stream(
     let org_id = signed_in.caller.org_id;
     let environment = state.environment(org_id, &env).await?;
     let form = TimelineForm::parse(query.as_deref())?;
-    let query = serde_html_form::to_string(form.filters()).map_err(ApiError::internal)?;
-    let params: TimelineParams =
-        serde_html_form::from_str(&query).map_err(|e| ApiError::invalid_field("query", e.to_string()))?;
+    let params = api_params(&form.filters())?;
     let request = TimelineRequest::parse(params, domain::time_util::now()).map_err(app::AppError::from)?;
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-    let receiver = state.open_stream(org_id, vec![environment.id], request, last_event_id)?;
+    let receiver = state.open_stream(org_id, vec![environment.id], request, last_event_id(&headers))?;
     Ok(event_stream(receiver, |item| render_template("item_row.html", &json!({"item": item})).unwrap_or_default()))
 }
 

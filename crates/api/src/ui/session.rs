@@ -132,7 +132,7 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: By
         return sign_in_page(&state, &headers, StatusCode::FORBIDDEN, Some(problem));
     }
     match state.sign_in(&form.token).await {
-        Ok((session, _)) => {
+        Ok(session) => {
             let secure = behind_https(&state, &headers);
             let mut response = Redirect::to("/ui/").into_response();
             let lifetime = SESSION_LIFETIME.whole_seconds();

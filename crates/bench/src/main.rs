@@ -5,7 +5,7 @@
 //!   cargo run --release -p changetrail-bench -- fleet [REGIONS] [SECONDS]
 //!   cargo run --release -p changetrail-bench -- organization [ACCOUNTS] [REGIONS] [SECONDS]  (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- throughput [EVENTS]     (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
-//!   cargo run --release -p changetrail-bench -- timeline [EVENTS]       (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
+//!   cargo run --release -p changetrail-bench -- timeline [EVENTS]       (PostgreSQL or sqlite://FILE: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- push [SECONDS]          (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- channels [SECONDS]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)
 //!   cargo run --release -p changetrail-bench -- rules [DELIVERIES]      (PostgreSQL: CHANGETRAIL_BENCH_DATABASE_URL)

@@ -17,7 +17,7 @@ use crate::{aws_for, records, timed, PRINCIPAL};
 pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     use domain::timeline::{TimelineFilters, TimelineQuery};
     let url = std::env::var("CHANGETRAIL_BENCH_DATABASE_URL")
-        .context("set CHANGETRAIL_BENCH_DATABASE_URL to a PostgreSQL database")?;
+        .context("set CHANGETRAIL_BENCH_DATABASE_URL to a PostgreSQL database or an SQLite file (sqlite://…)")?;
     // The load phase needs wrk: say so before spending minutes on the data.
     std::process::Command::new("wrk")
         .arg("--version")
@@ -26,7 +26,6 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     // One store: the trait for the API and the queries, the concrete type for the plan.
     let sql_store = Arc::new(storage::connect_sql(&url).await?);
     let store: Arc<dyn domain::Store> = sql_store.clone();
-    let pool = sqlx::PgPool::connect(&url).await?;
     let org = store.create_organization("timeline bench").await?;
     let mut envs = Vec::new();
     for i in 0..20 {
@@ -98,54 +97,12 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
         };
         shapes.push(domain::posted::alert(input).map_err(|e| anyhow::anyhow!("{e}"))?.event);
     }
-    // A plain table: a TEMP one would live on one of the pool's connections only.
-    sqlx::query("DROP TABLE IF EXISTS bench_shapes").execute(&pool).await?;
-    sqlx::query("CREATE TABLE bench_shapes (n INT, kind TEXT, source TEXT, title TEXT, actor TEXT, read_only BOOLEAN, resources JSONB, labels JSONB, details JSONB, event_source TEXT)").execute(&pool).await?;
-    for (n, e) in shapes.iter().enumerate() {
-        sqlx::query("INSERT INTO bench_shapes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(n as i32)
-            .bind(e.kind.as_str())
-            .bind(&e.source)
-            .bind(&e.title)
-            .bind(&e.actor)
-            .bind(e.read_only)
-            .bind(sqlx::types::Json(&e.resources))
-            .bind(sqlx::types::Json(&e.labels))
-            .bind(sqlx::types::Json(e.details.to_json()))
-            .bind(e.details.event_source())
-            .execute(&pool)
-            .await?;
-    }
-    let span_us: i64 = 90 * 86_400_000_000;
-    let step = span_us / events;
-    let now_us = domain::time_util::to_micros(now);
     let started = Instant::now();
-    let chunk = 500_000i64;
-    let mut from = 1i64;
-    while from <= events {
-        let to = (from + chunk - 1).min(events);
-        // Time-ordered ids (the time in the leading 48 bits, as UUIDv7), one environment per item:
-        // env-0 is the busy one, with about a third of everything.
-        sqlx::query(
-            "WITH ins AS (
-               INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor, read_only,
-                                   resources, labels, links, details, original, event_source, created_at, updated_at)
-               SELECT (lpad(to_hex(($2 - g * $3) / 1000), 12, '0') || '7' || substr(md5(g::text), 1, 19))::uuid,
-                      $1, s.kind, s.source, 'bench-' || g, NULL, $2 - g * $3 - (g % 997), s.title, s.actor, s.read_only,
-                      s.resources, s.labels, '[]'::jsonb, s.details, NULL, s.event_source, 0, 0
-               FROM generate_series($4::bigint, $5::bigint) g JOIN bench_shapes s ON s.n = (g * 7919) % $6
-               RETURNING id, occurred_at, kind, read_only, substring(source_key from 7)::bigint AS g)
-             INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only)
-             SELECT ($7::uuid[])[CASE WHEN ins.g % 10 < 3 THEN 1 ELSE (ins.g % 20) + 1 END], ins.occurred_at, ins.id, ins.kind, ins.read_only
-             FROM ins",
-        )
-        .bind(org.id).bind(now_us).bind(step).bind(from).bind(to).bind(shapes.len() as i64).bind(&envs)
-        .execute(&pool).await?;
-        eprintln!("  generated {to} of {events} ({:.0} s)", started.elapsed().as_secs_f64());
-        from = to + 1;
+    let generation = Generation { org_id: org.id, envs: &envs, shapes: &shapes, events, now };
+    match storage::Backend::of_url(&url)? {
+        storage::Backend::Postgres => generate_postgres(&url, &generation).await?,
+        storage::Backend::Sqlite => generate_sqlite(&url, &generation).await?,
     }
-    sqlx::query("ANALYZE events").execute(&pool).await?;
-    sqlx::query("ANALYZE event_environments").execute(&pool).await?;
     println!(
         "timeline: {events} items over 90 days in 20 environments, generated in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -172,6 +129,18 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     let hour = (now - time::Duration::hours(1), now);
     let day = (now - time::Duration::days(1), now);
     let old_day = (now - time::Duration::days(60), now - time::Duration::days(59));
+    // A word of one shape's title alone: about one item in 700 has it, so a page of them is
+    // the whole day's walk without an index of the titles.
+    let titles: Vec<String> = shapes.iter().map(|e| e.title.to_lowercase()).collect();
+    let rare = titles
+        .iter()
+        .flat_map(|t| t.split(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|w| w.len() >= 8)
+        .find(|w| titles.iter().filter(|t| t.contains(*w)).count() == 1)
+        .context("no title word is rare")?
+        .to_owned();
+    let rare_query = format!("&q={rare}");
+    println!("  the rare word: {rare:?}");
     /// (name, window, extra query parameters, the same filters for the store, kinds)
     type Case<'a> =
         (&'a str, (OffsetDateTime, OffsetDateTime), &'a str, TimelineFilters, Vec<domain::event::EventKind>);
@@ -228,22 +197,35 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
             TimelineFilters { labels: vec![("severity".into(), "critical".into())], ..Default::default() },
             vec![],
         ),
+        (
+            "last day, q= a rare word",
+            day,
+            &rare_query,
+            TimelineFilters { text: Some(rare.clone()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "last day, env-0 + env-1 + env-2",
+            day,
+            "&environment=env-1&environment=env-2",
+            TimelineFilters::default(),
+            vec![],
+        ),
     ];
     println!("  first page (100 items) of the busy environment, 200 runs each: p50 / p99 in ms");
     println!("  {:<36} {:>14} {:>14} {:>8} {:>6}", "query", "HTTP", "store (SQL)", "p50 ×", "items");
     for (name, (since, until), extra, f, kinds) in &cases {
-        let url = format!(
-            "{base}/v1/environments/env-0/timeline?limit=100&since={}&until={}{extra}",
-            rfc(*since),
-            rfc(*until)
-        );
+        // Several environments are one request to /v1/timeline, the busy one first.
+        let several = extra.starts_with("&environment=");
+        let path = if several { "timeline?environment=env-0&" } else { "environments/env-0/timeline?" };
+        let url = format!("{base}/v1/{path}limit=100&since={}&until={}{extra}", rfc(*since), rfc(*until));
         let (h50, h99, items) = timed(200, || async {
             let page: Value = http.get(&url).bearer_auth(&token).send().await?.json().await?;
             Ok(page["items"].as_array().map_or(0, Vec::len))
         })
         .await?;
         let query = TimelineQuery {
-            environment_ids: vec![busy],
+            environment_ids: if several { envs[..3].to_vec() } else { vec![busy] },
             filters: f.clone(),
             since: *since,
             until: *until,
@@ -332,12 +314,155 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     for line in plan {
         println!("    {line}");
     }
-    // And of a filter on a value, which reads the facet index (migration 0016).
-    let service = TimelineFilters { service: Some("checkout-api".into()), ..Default::default() };
-    let plan = sql_store.explain_timeline(org.id, &TimelineQuery { filters: service, ..query }).await?;
-    println!("  plan of the first page with service=checkout-api:");
-    for line in plan {
-        println!("    {line}");
+    // And of the filters: on a value, which reads its facets (migration 0016), and on words of
+    // titles and resources, which have no index of their own and walk the environment's links.
+    let filtered = [
+        ("service=checkout-api", TimelineFilters { service: Some("checkout-api".into()), ..Default::default() }),
+        ("q= the rare word", TimelineFilters { text: Some(rare.clone()), ..Default::default() }),
+        ("q=created", TimelineFilters { text: Some("created".into()), ..Default::default() }),
+        ("resource=vpc-", TimelineFilters { resource: Some("vpc-".into()), ..Default::default() }),
+    ];
+    for (name, filters) in filtered {
+        let plan = sql_store.explain_timeline(org.id, &TimelineQuery { filters, ..query.clone() }).await?;
+        println!("  plan of the first page with {name}:");
+        for line in plan {
+            println!("    {line}");
+        }
     }
     Ok(())
+}
+
+/// What to generate: `events` items of the organisation, shaped after `shapes`, over 90 days
+/// before `now`, a third in the first environment and the rest spread over all of them.
+#[derive(Clone, Copy)]
+struct Generation<'a> {
+    org_id: Uuid,
+    envs: &'a [Uuid],
+    shapes: &'a [domain::event::NewEvent],
+    events: i64,
+    now: OffsetDateTime,
+}
+
+/// Fills PostgreSQL server-side: `generate_series` joined with the shapes, 500,000 items and
+/// their links a statement (which fires the facet triggers once per statement).
+async fn generate_postgres(url: &str, what: &Generation<'_>) -> anyhow::Result<()> {
+    let Generation { org_id, envs, shapes, events, now } = *what;
+    let pool = sqlx::PgPool::connect(url).await?;
+    let started = Instant::now();
+    // A plain table: a TEMP one would live on one of the pool's connections only.
+    sqlx::query("DROP TABLE IF EXISTS bench_shapes").execute(&pool).await?;
+    sqlx::query("CREATE TABLE bench_shapes (n INT, kind TEXT, source TEXT, title TEXT, actor TEXT, read_only BOOLEAN, resources JSONB, labels JSONB, details JSONB, event_source TEXT)").execute(&pool).await?;
+    sqlx::query(
+        "INSERT INTO bench_shapes SELECT * FROM jsonb_to_recordset($1) AS s (n INT, kind TEXT, source TEXT, title TEXT,
+           actor TEXT, read_only BOOLEAN, resources JSONB, labels JSONB, details JSONB, event_source TEXT)",
+    )
+    .bind(shape_rows(shapes))
+    .execute(&pool)
+    .await?;
+    let span_us: i64 = 90 * 86_400_000_000;
+    let step = span_us / events;
+    let now_us = domain::time_util::to_micros(now);
+    let chunk = 500_000i64;
+    let mut from = 1i64;
+    while from <= events {
+        let to = (from + chunk - 1).min(events);
+        // Time-ordered ids (the time in the leading 48 bits, as UUIDv7), one environment per item:
+        // env-0 is the busy one, with about a third of everything.
+        sqlx::query(
+            "WITH ins AS (
+               INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor, read_only,
+                                   resources, labels, links, details, original, event_source, created_at, updated_at)
+               SELECT (lpad(to_hex(($2 - g * $3) / 1000), 12, '0') || '7' || substr(md5(g::text), 1, 19))::uuid,
+                      $1, s.kind, s.source, 'bench-' || g, NULL, $2 - g * $3 - (g % 997), s.title, s.actor, s.read_only,
+                      s.resources, s.labels, '[]'::jsonb, s.details, NULL, s.event_source, 0, 0
+               FROM generate_series($4::bigint, $5::bigint) g JOIN bench_shapes s ON s.n = (g * 7919) % $6
+               RETURNING id, occurred_at, kind, read_only, substring(source_key from 7)::bigint AS g)
+             INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only)
+             SELECT ($7::uuid[])[CASE WHEN ins.g % 10 < 3 THEN 1 ELSE (ins.g % 20) + 1 END], ins.occurred_at, ins.id, ins.kind, ins.read_only
+             FROM ins",
+        )
+        .bind(org_id).bind(now_us).bind(step).bind(from).bind(to).bind(shapes.len() as i64).bind(envs)
+        .execute(&pool).await?;
+        eprintln!("  generated {to} of {events} ({:.0} s)", started.elapsed().as_secs_f64());
+        from = to + 1;
+    }
+    sqlx::query("ANALYZE events").execute(&pool).await?;
+    sqlx::query("ANALYZE event_environments").execute(&pool).await?;
+    sqlx::query("ANALYZE event_facets").execute(&pool).await?;
+    Ok(())
+}
+
+/// Fills an SQLite file with the same items as [`generate_postgres`] (a recursive series in
+/// place of `generate_series`, ids from the same time-ordered pattern), 100,000 a transaction.
+/// No ANALYZE: the service never runs one on SQLite, so the plans are those it would get.
+async fn generate_sqlite(url: &str, what: &Generation<'_>) -> anyhow::Result<()> {
+    let Generation { org_id, envs, shapes, events, now } = *what;
+    let pool = sqlx::SqlitePool::connect(url).await?;
+    let started = Instant::now();
+    sqlx::query("DROP TABLE IF EXISTS bench_shapes").execute(&pool).await?;
+    sqlx::query("DROP TABLE IF EXISTS bench_envs").execute(&pool).await?;
+    sqlx::query("CREATE TABLE bench_shapes (n INTEGER PRIMARY KEY, kind TEXT, source TEXT, title TEXT, actor TEXT, read_only INTEGER, resources TEXT, labels TEXT, details TEXT, event_source TEXT)").execute(&pool).await?;
+    sqlx::query("CREATE TABLE bench_envs (i INTEGER PRIMARY KEY, id BLOB)").execute(&pool).await?;
+    sqlx::query(
+        "INSERT INTO bench_shapes SELECT value ->> 'n', value ->> 'kind', value ->> 'source', value ->> 'title',
+           value ->> 'actor', value ->> 'read_only', value -> 'resources', value -> 'labels', value -> 'details',
+           value ->> 'event_source'
+         FROM json_each(?)",
+    )
+    .bind(shape_rows(shapes))
+    .execute(&pool)
+    .await?;
+    for (i, id) in envs.iter().enumerate() {
+        sqlx::query("INSERT INTO bench_envs VALUES (?, ?)").bind(i as i64).bind(id).execute(&pool).await?;
+    }
+    let step = 90 * 86_400_000_000 / events;
+    let now_us = domain::time_util::to_micros(now);
+    let chunk = 100_000i64;
+    let mut from = 1i64;
+    // ?1, ?2: the series' bounds; ?3 now; ?4 the step; ?5 the number of shapes; ?6 the organisation.
+    let series = "WITH RECURSIVE g(n) AS (SELECT ?1 UNION ALL SELECT n + 1 FROM g WHERE n < ?2) ";
+    let id = "unhex(printf('%012x7%019x', (?3 - g.n * ?4) / 1000, g.n))";
+    let at = "?3 - g.n * ?4 - (g.n % 997)";
+    while from <= events {
+        let to = (from + chunk - 1).min(events);
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!(
+            "{series} INSERT INTO events (id, org_id, kind, source, source_key, connection_id, occurred_at, title, actor,
+                 read_only, resources, labels, links, details, original, event_source, created_at, updated_at)
+             SELECT {id}, ?6, s.kind, s.source, 'bench-' || g.n, NULL, {at}, s.title, s.actor, s.read_only,
+                    s.resources, s.labels, '[]', s.details, NULL, s.event_source, 0, 0
+             FROM g JOIN bench_shapes s ON s.n = (g.n * 7919) % ?5"
+        ))
+        .bind(from).bind(to).bind(now_us).bind(step).bind(shapes.len() as i64).bind(org_id)
+        .execute(&mut *tx).await?;
+        sqlx::query(&format!(
+            "{series} INSERT INTO event_environments (environment_id, occurred_at, event_id, kind, read_only)
+             SELECT v.id, {at}, {id}, s.kind, s.read_only
+             FROM g JOIN bench_shapes s ON s.n = (g.n * 7919) % ?5
+                    JOIN bench_envs v ON v.i = CASE WHEN g.n % 10 < 3 THEN 0 ELSE g.n % 20 END"
+        ))
+        .bind(from)
+        .bind(to)
+        .bind(now_us)
+        .bind(step)
+        .bind(shapes.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        eprintln!("  generated {to} of {events} ({:.0} s)", started.elapsed().as_secs_f64());
+        from = to + 1;
+    }
+    Ok(())
+}
+
+/// The shapes as one JSON array of rows for `bench_shapes`, which each backend unpacks itself.
+fn shape_rows(shapes: &[domain::event::NewEvent]) -> sqlx::types::Json<Vec<Value>> {
+    let rows = shapes.iter().enumerate().map(|(n, e)| {
+        serde_json::json!({
+            "n": n, "kind": e.kind.as_str(), "source": e.source, "title": e.title, "actor": e.actor,
+            "read_only": e.read_only, "resources": e.resources, "labels": e.labels,
+            "details": e.details.to_json(), "event_source": e.details.event_source(),
+        })
+    });
+    sqlx::types::Json(rows.collect())
 }

@@ -126,7 +126,7 @@ pub struct TimelineItemView {
     /// For CloudTrail: event_id, event_name, event_source, region, account_id, read_only,
     /// error_code, source_ip, and `flagged`/`problems` for records that could not be read in full.
     #[schema(value_type = Object)]
-    pub details: Value,
+    pub details: DetailsView,
     /// When changetrail stored it; `ingested_at - occurred_at` is how late it arrived.
     #[serde(with = "time::serde::rfc3339")]
     pub ingested_at: OffsetDateTime,
@@ -136,17 +136,26 @@ pub struct TimelineItemView {
     pub ingested_via: &'static str,
 }
 
+/// An item's details as the API writes them, serialised straight from the typed details (no
+/// intermediate JSON tree). A CloudTrail item's summary and changes are shown once, beside them.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum DetailsView {
+    CloudTrail(Box<domain::cloudtrail::CloudTrailDetails>),
+    Other(Value),
+}
+
 impl From<TimelineItem> for TimelineItemView {
     fn from(i: TimelineItem) -> Self {
-        let (summary, changes) = match i.details.cloudtrail() {
-            Some(d) => (
-                d.summary.clone(),
-                d.changes
-                    .iter()
-                    .map(|c| ChangeView { field: c.field.clone(), from: c.from.clone(), to: c.to.clone() })
-                    .collect(),
-            ),
-            None => (None, Vec::new()),
+        let (summary, changes, details) = match i.details {
+            domain::event::Details::CloudTrail(mut d) => {
+                let changes = std::mem::take(&mut d.changes)
+                    .into_iter()
+                    .map(|c| ChangeView { field: c.field, from: c.from, to: c.to })
+                    .collect();
+                (d.summary.take(), changes, DetailsView::CloudTrail(d))
+            }
+            domain::event::Details::Other(v) => (None, Vec::new(), DetailsView::Other(v)),
         };
         TimelineItemView {
             id: i.id,
@@ -165,15 +174,7 @@ impl From<TimelineItem> for TimelineItemView {
             changes,
             labels: i.labels,
             links: i.links.into_iter().map(|l| LinkView { href: l.href, text: l.text }).collect(),
-            details: {
-                // The summary and the changes are shown once, beside the details.
-                let mut details = i.details.to_json();
-                if let Some(d) = details.as_object_mut().filter(|_| i.kind == domain::event::EventKind::Cloudtrail) {
-                    d.remove("summary");
-                    d.remove("changes");
-                }
-                details
-            },
+            details,
             ingested_at: i.ingested_at,
             ingested_via: i.ingested_via.as_str(),
         }

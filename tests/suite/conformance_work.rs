@@ -286,6 +286,12 @@ async fn value_filters_follow_an_items_changes_and_lead_the_scan(backend: Backen
     assert_eq!(count(vec![prod.id], aws).await, 1, "the item's own source");
     let alice = TimelineFilters { actor: Some("alice".into()), ..Default::default() };
     assert_eq!(count(vec![prod.id], alice.clone()).await, 1);
+    assert_eq!(count(vec![prod.id], label("aws.region", "us-east-1")).await, 1, "a label without facets (0019)");
+    let in_region = TimelineFilters {
+        labels: vec![("aws.region".into(), "us-east-1".into()), ("service".into(), "checkout-api".into())],
+        ..Default::default()
+    };
+    assert_eq!(count(vec![prod.id], in_region).await, 0, "the faceted label leads, the other still holds");
     let both = TimelineFilters { actor: Some("alice".into()), source: Some("deploy".into()), ..Default::default() };
     assert_eq!(count(vec![prod.id], both).await, 0, "every filter holds, not only the one that leads");
 
@@ -315,6 +321,9 @@ async fn value_filters_follow_an_items_changes_and_lead_the_scan(backend: Backen
     assert_eq!(test_support::facet_count(&db.url, staging.id).await, 0);
     assert_eq!(count(vec![prod.id], ec2).await, 1);
     assert_eq!(count(vec![prod.id], alice).await, 1);
+    // The change left in prod has two: its event source and its actor. Its source
+    // `aws.cloudtrail` and its `aws.*` labels have none (0019), and were found above all the same.
+    assert_eq!(test_support::facet_count(&db.url, prod.id).await, 2);
 }
 
 async fn timeline_pages_follow_cursors_and_filters(backend: Backend) {

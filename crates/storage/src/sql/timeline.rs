@@ -72,9 +72,10 @@ where
 /// The value of an item a filter asks for, that `event_facets` (migration 0016) indexes: the
 /// scan then reads that value's rows of the environment, newest first, instead of walking the
 /// environment's links until enough match. The most selective kind of filter leads; the others
-/// (and this one again) are checked on each row found.
+/// (and this one again) are checked on each row found. The values migration 0019 leaves out of
+/// the facets, frequent in every CloudTrail environment, never lead.
 fn driving_facet(f: &TimelineFilters) -> Option<(String, &str)> {
-    if let Some((key, value)) = f.labels.first() {
+    if let Some((key, value)) = f.labels.iter().find(|(key, _)| !key.starts_with(UNFACETED_LABELS)) {
         return Some((format!("label:{key}"), value.as_str()));
     }
     if let Some(service) = &f.service {
@@ -83,8 +84,15 @@ fn driving_facet(f: &TimelineFilters) -> Option<(String, &str)> {
     if let Some(actor) = &f.actor {
         return Some(("actor".to_owned(), actor.as_str()));
     }
-    f.source.as_deref().map(|source| ("source".to_owned(), source))
+    f.source
+        .as_deref()
+        .filter(|source| *source != domain::cloudtrail::SOURCE)
+        .map(|source| ("source".to_owned(), source))
 }
+
+/// The labels changetrail derives for CloudTrail items (`aws.account`, `aws.region`,
+/// `aws.service`), which have no facets (migration 0019).
+const UNFACETED_LABELS: &str = "aws.";
 
 /// What one environment's scan reads: its links (`l`), or one value's facet rows (`f`) and
 /// their links.

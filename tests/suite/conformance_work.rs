@@ -291,7 +291,7 @@ async fn value_filters_follow_an_items_changes_and_lead_the_scan(backend: Backen
         labels: vec![("aws.region".into(), "us-east-1".into()), ("service".into(), "checkout-api".into())],
         ..Default::default()
     };
-    assert_eq!(count(vec![prod.id], in_region).await, 0, "the faceted label leads, the other still holds");
+    assert_eq!(count(vec![prod.id], in_region).await, 0, "both labels hold, whichever leads");
     let both = TimelineFilters { actor: Some("alice".into()), source: Some("deploy".into()), ..Default::default() };
     assert_eq!(count(vec![prod.id], both).await, 0, "every filter holds, not only the one that leads");
 

@@ -392,6 +392,8 @@ async fn timeline_pages_follow_cursors_and_filters(backend: Backend) {
     assert_eq!(by_item_source.len(), 1, "an item's own source");
     let by_resource = filtered(TimelineFilters { resource: Some("sg-del".into()), ..Default::default() }).await;
     assert_eq!(by_resource.len(), 4);
+    let other_case = filtered(TimelineFilters { resource: Some("SG-Del".into()), ..Default::default() }).await;
+    assert_eq!(other_case.len(), 4, "a resource's name in another case, on both backends");
     let by_arn = TimelineFilters { resource: Some(format!("{ACCOUNT}:security-group/sg-del")), ..Default::default() };
     assert_eq!(filtered(by_arn).await.len(), 4, "a resource's derived ARN");
     let wildcard = filtered(TimelineFilters { resource: Some("sg-%".into()), ..Default::default() }).await;

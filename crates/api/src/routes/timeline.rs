@@ -51,7 +51,7 @@ pub struct TimelineParams {
     /// The item's source (`deploy`, `alert:pagerduty`, `custom`, `aws.cloudtrail`) or a CloudTrail
     /// event source (`ec2.amazonaws.com`).
     pub source: Option<String>,
-    /// A resource name or part of one (`sg-0abc`, `prod-bucket`).
+    /// A resource name or ARN, or part of one, case-insensitive (`sg-0abc`, `prod-bucket`).
     pub resource: Option<String>,
     /// Words in the title, case-insensitive.
     pub q: Option<String>,

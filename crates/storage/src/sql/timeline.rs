@@ -163,7 +163,11 @@ fn push_filters<'a, DB>(
         sql.push(" OR e.event_source = ").push_bind(source.as_str()).push(")");
     }
     if let Some(resource) = &f.resource {
-        sql.push(" AND CAST(e.resources AS TEXT) LIKE ").push_bind(like_pattern(resource)).push(" ESCAPE '\\'");
+        // Lowered on both sides: SQLite's LIKE ignores ASCII case and PostgreSQL's does not, and
+        // a name typed in another case (a role's `OrganizationAccountAccessRole`) should match.
+        sql.push(" AND LOWER(CAST(e.resources AS TEXT)) LIKE ")
+            .push_bind(like_pattern(&resource.to_lowercase()))
+            .push(" ESCAPE '\\'");
     }
     if let Some(text) = &f.text {
         sql.push(" AND LOWER(e.title) LIKE ").push_bind(like_pattern(&text.to_lowercase())).push(" ESCAPE '\\'");

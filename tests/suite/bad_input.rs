@@ -115,6 +115,16 @@ async fn oversized_bodies_are_413(backend: Backend) {
     let (s, ct, p) =
         raw(&app, "POST", "/v1/environments", Some(&org.admin_token), Some("application/json"), body).await;
     assert_problem(s, &ct, &p, 413, "payload_too_large");
+    // Sent whole by a real client, a body far past the limit still gets its answer, every time:
+    // the server reads out what it refused rather than closing the connection under the
+    // client's writing, whose reset would lose the answer.
+    let huge = serde_json::to_vec(&json!({"name": "x", "description": "d".repeat(3 * 1024 * 1024)})).unwrap();
+    for attempt in 0..10 {
+        let token = Some(org.admin_token.as_str());
+        let (s, ct, p) = raw(&app, "POST", "/v1/environments", token, Some("application/json"), huge.clone()).await;
+        assert_eq!(s, 413, "attempt {attempt}");
+        assert_problem(s, &ct, &p, 413, "payload_too_large");
+    }
 }
 
 async fn bad_query_parameters(backend: Backend) {

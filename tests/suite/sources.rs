@@ -272,7 +272,7 @@ async fn bodies_up_to_25_mb_are_accepted(backend: Backend) {
     let (status, answer) = deliver_github(&app, &id, &secret, "push", "big-1", &body).await;
     assert_eq!((status, answer["status"].as_str()), (202, Some("ignored")), "20 MB: read and verified");
     // 30 MB is past GitHub's own maximum: refused from the declared length, before the body is
-    // read. (Sent whole, the server's early answer races the client's writing.)
+    // read (only the head is sent, so the answer can only come from the declared length).
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(app.base_url.trim_start_matches("http://")).await.unwrap();
     let head = format!(

@@ -127,4 +127,5 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(middleware::read_out_unread_bodies))
 }

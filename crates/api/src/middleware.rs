@@ -1,5 +1,5 @@
 //! Cross-cutting behaviour: problem documents for errors produced outside handlers, panics,
-//! request spans, and Prometheus metrics.
+//! request spans, Prometheus metrics, and refused bodies read out.
 
 use std::any::Any;
 use std::sync::OnceLock;
@@ -117,4 +117,68 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The most of a refused body read out after the answer, and for how long.
+const READ_OUT_BYTES: u64 = 32 * 1024 * 1024;
+const READ_OUT_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Gives every request a body that, when dropped unread (a 413 answered from the declared
+/// length, a body refused after its first megabyte), is read to its end in the background.
+/// Closing a connection with unread bytes makes the kernel reset it, and a reset that reaches
+/// the client before it reads the answer loses the answer: the client sees a broken
+/// connection instead of the 413 that says what is wrong. Bodies declared larger than
+/// `READ_OUT_BYTES` are not read out; their connections just close.
+pub async fn read_out_unread_bodies(request: Request, next: Next) -> Response {
+    next.run(request.map(|body| Body::new(ReadOutOnDrop(Some(body))))).await
+}
+
+struct ReadOutOnDrop(Option<Body>);
+
+impl http_body::Body for ReadOutOnDrop {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.as_ref().map(http_body::Body::size_hint).unwrap_or_else(|| http_body::SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for ReadOutOnDrop {
+    fn drop(&mut self) {
+        let Some(body) = self.0.take() else { return };
+        let declared = http_body::Body::size_hint(&body).upper();
+        if http_body::Body::is_end_stream(&body) || declared.is_some_and(|n| n > READ_OUT_BYTES) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            use tokio_stream::StreamExt;
+            let mut chunks = body.into_data_stream();
+            let mut read = 0u64;
+            let _ = tokio::time::timeout(READ_OUT_TIME, async {
+                while let Some(Ok(chunk)) = chunks.next().await {
+                    read += chunk.len() as u64;
+                    if read > READ_OUT_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
 }

@@ -72,10 +72,12 @@ pub(crate) async fn pacing() -> anyhow::Result<()> {
     );
     println!("  throttled:                    {:.2}% of {calls} calls", 100.0 * throttled as f64 / calls.max(1) as f64);
     println!("  pages:                        {served} for {total} events ({full_pages} if every page were full)");
+    // Session noise (sign-ins, role sessions) is dropped by default and counted as excluded.
+    let excluded = store.get_connection(org, conn).await?.map_or(0, |c| c.events_excluded);
     println!(
-        "  imported:                     {} (all: {})",
+        "  imported:                     {} and {excluded} excluded as session noise (all accounted for: {})",
         job.events_imported,
-        job.events_imported as usize == total
+        (job.events_imported + excluded) as usize == total
     );
     Ok(())
 }

@@ -123,17 +123,21 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
 const READ_OUT_BYTES: u64 = 32 * 1024 * 1024;
 const READ_OUT_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Gives every request a body that, when dropped unread (a 413 answered from the declared
+/// Gives every request with a body one that, when dropped unread (a 413 answered from the declared
 /// length, a body refused after its first megabyte), is read to its end in the background.
 /// Closing a connection with unread bytes makes the kernel reset it, and a reset that reaches
 /// the client before it reads the answer loses the answer: the client sees a broken
 /// connection instead of the 413 that says what is wrong. Bodies declared larger than
 /// `READ_OUT_BYTES` are not read out; their connections just close.
 pub async fn read_out_unread_bodies(request: Request, next: Next) -> Response {
-    next.run(request.map(|body| Body::new(ReadOutOnDrop(Some(body))))).await
+    // Most requests (every GET) have no body: nothing to wrap.
+    if http_body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
+    next.run(request.map(|body| Body::new(ReadOutOnDrop(body)))).await
 }
 
-struct ReadOutOnDrop(Option<Body>);
+struct ReadOutOnDrop(Body);
 
 impl http_body::Body for ReadOutOnDrop {
     type Data = bytes::Bytes;
@@ -143,24 +147,21 @@ impl http_body::Body for ReadOutOnDrop {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        match self.0.as_mut() {
-            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
-        }
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(http_body::Body::is_end_stream)
+        self.0.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0.as_ref().map(http_body::Body::size_hint).unwrap_or_else(|| http_body::SizeHint::with_exact(0))
+        self.0.size_hint()
     }
 }
 
 impl Drop for ReadOutOnDrop {
     fn drop(&mut self) {
-        let Some(body) = self.0.take() else { return };
+        let body = std::mem::take(&mut self.0);
         let declared = http_body::Body::size_hint(&body).upper();
         if http_body::Body::is_end_stream(&body) || declared.is_some_and(|n| n > READ_OUT_BYTES) {
             return;

@@ -21,6 +21,7 @@ on_both_backends!(
     finished_runs_free_the_lease_and_schedule_the_next,
     timeline_pages_follow_cursors_and_filters,
     value_filters_follow_an_items_changes_and_lead_the_scan,
+    text_filters_test_the_links_copies_and_the_event_where_there_is_none,
     several_environments_merge_without_duplicates,
     relinking_replaces_links_under_its_lease,
     members_follow_the_listing_and_discovery_is_leased_to_one_worker,
@@ -409,6 +410,69 @@ async fn timeline_pages_follow_cursors_and_filters(backend: Backend) {
     assert_eq!(db.store.timeline(org, &deploys).await.unwrap().len(), 1);
     let window = TimelineQuery { since: now - Duration::seconds(90), ..query(vec![prod.id], 50) };
     assert_eq!(db.store.timeline(org, &window).await.unwrap().len(), 3, "since bounds the window");
+}
+
+/// `q` and `resource` test the lowered copies of the title and resources each link carries
+/// (migration 0021) before reading the event. The copies follow the item, a text too long to
+/// copy has none, and links without copies (written before 0021) are found as before.
+async fn text_filters_test_the_links_copies_and_the_event_where_there_is_none(backend: Backend) {
+    let db = db_or_skip!(backend, "text_filters_test_the_links_copies_and_the_event_where_there_is_none");
+    let (org, prod, staging, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    let found = |envs: Vec<Uuid>, text: Option<&str>, resource: Option<&str>| {
+        let store = db.store.clone();
+        let filters =
+            TimelineFilters { text: text.map(Into::into), resource: resource.map(Into::into), ..Default::default() };
+        let q = TimelineQuery { filters, ..query(envs, 50) };
+        async move { store.timeline(org, &q).await.unwrap().len() }
+    };
+    let change = change(&connection, "DeleteSecurityGroup", "ec2.amazonaws.com", "alice", now, &[prod.id]);
+    let (change_id, _) = db.store.upsert_event(org, &change).await.unwrap();
+    let copies = test_support::link_text_copies(&db.url, change_id).await;
+    let (title, resources) = &copies[0];
+    assert_eq!(title.as_deref(), Some(change.title.to_lowercase().as_str()), "the title's copy");
+    assert!(resources.as_deref().is_some_and(|r| r.contains("sg-del") && !r.contains("SG")), "{resources:?}");
+
+    // A title longer than the copies' 1,000 bytes has no copy and is found by its event.
+    let long_title = format!("{} Rotated the Needle", "padding ".repeat(150));
+    let long = NewEvent {
+        title: long_title,
+        kind: EventKind::Custom,
+        source: "custom".into(),
+        source_key: "long-title".into(),
+        ..change.clone()
+    };
+    let (long_id, _) = db.store.upsert_event(org, &long).await.unwrap();
+    assert_eq!(test_support::link_text_copies(&db.url, long_id).await[0].0, None);
+    assert_eq!(found(vec![prod.id], Some("ROTATED THE NEEDLE"), None).await, 1);
+
+    // Stored again with another title, in staging: the copies follow.
+    let retitled = NewEvent { title: "Rotated the thread".into(), environment_ids: vec![staging.id], ..long };
+    assert_eq!(db.store.upsert_event(org, &retitled).await.unwrap().0, long_id);
+    assert_eq!(found(vec![prod.id], Some("needle"), None).await, 0);
+    assert_eq!(found(vec![prod.id, staging.id], Some("needle"), None).await, 0);
+    assert_eq!(found(vec![staging.id], Some("the thread"), None).await, 1);
+    let copies = test_support::link_text_copies(&db.url, long_id).await;
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].0.as_deref(), Some("rotated the thread"));
+
+    // PostgreSQL tests the copy in the scan of the links, before it reads an event.
+    if backend == Backend::Postgres {
+        let store = storage::connect_sql(&db.url).await.unwrap();
+        let filters = TimelineFilters { text: Some("thread".into()), ..Default::default() };
+        let plan =
+            store.explain_timeline(org, &TimelineQuery { filters, ..query(vec![staging.id], 50) }).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("title_lowered ~~"), "{plan}");
+    }
+
+    // Links without copies, as an older binary writes them: every filter still finds its items.
+    test_support::forget_link_text_copies(&db.url).await;
+    assert_eq!(test_support::link_text_copies(&db.url, change_id).await, [(None, None)]);
+    assert_eq!(found(vec![prod.id], None, Some("SG-DEL")).await, 1);
+    assert_eq!(found(vec![prod.id], Some(change.title.to_uppercase().as_str()), None).await, 1);
+    assert_eq!(found(vec![staging.id], Some("THREAD"), None).await, 1);
+    assert_eq!(found(vec![prod.id, staging.id], Some("nothing like it"), None).await, 0);
 }
 
 async fn several_environments_merge_without_duplicates(backend: Backend) {

@@ -407,6 +407,22 @@ pub async fn linked_count(url: &str, environment_id: Uuid) -> i64 {
     n
 }
 
+/// The lowered title and resources an event's links carry for the `q` and `resource` filters
+/// (migration 0021), one pair a link.
+pub async fn link_text_copies(url: &str, event_id: Uuid) -> Vec<(Option<String>, Option<String>)> {
+    let sql = "SELECT title_lowered, resources_lowered FROM event_environments WHERE event_id = $1";
+    on_pool!(url, |pool| sqlx::query_as(sql).bind(event_id).fetch_all(&pool).await.expect("read link copies"))
+}
+
+/// Empties every link's text copies, as links written before migration 0021 (by a binary still
+/// running during an upgrade) have them.
+pub async fn forget_link_text_copies(url: &str) {
+    let sql = "UPDATE event_environments SET title_lowered = NULL, resources_lowered = NULL";
+    on_pool!(url, |pool| {
+        sqlx::query(sql).execute(&pool).await.expect("empty link copies");
+    })
+}
+
 /// How many facet rows (the value filters' index) an environment has.
 pub async fn facet_count(url: &str, environment_id: Uuid) -> i64 {
     let sql = "SELECT COUNT(*) FROM event_facets WHERE environment_id = $1";

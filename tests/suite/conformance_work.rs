@@ -473,6 +473,23 @@ async fn text_filters_test_the_links_copies_and_the_event_where_there_is_none(ba
     assert_eq!(found(vec![prod.id], Some(change.title.to_uppercase().as_str()), None).await, 1);
     assert_eq!(found(vec![staging.id], Some("THREAD"), None).await, 1);
     assert_eq!(found(vec![prod.id, staging.id], Some("nothing like it"), None).await, 0);
+
+    // A database of the release before the copies: connecting runs 0021–0023 on its links.
+    test_support::undo_link_text_copies(&db.url).await;
+    let upgraded = storage::connect(&db.url).await.unwrap();
+    let copies = test_support::link_text_copies(&db.url, change_id).await;
+    assert_eq!(copies[0].0.as_deref(), Some(change.title.to_lowercase().as_str()), "backfilled");
+    assert!(copies[0].1.as_deref().is_some_and(|r| r.contains("sg-del")), "{copies:?}");
+    let q = TimelineQuery {
+        filters: TimelineFilters { resource: Some("SG-DEL".into()), ..Default::default() },
+        ..query(vec![prod.id], 50)
+    };
+    assert_eq!(upgraded.timeline(org, &q).await.unwrap().len(), 1);
+    if backend == Backend::Postgres {
+        let store = storage::connect_sql(&db.url).await.unwrap();
+        let plan = store.explain_timeline(org, &q).await.unwrap().join("\n");
+        assert!(plan.contains("resources_lowered ~~"), "the key includes the copies again: {plan}");
+    }
 }
 
 async fn several_environments_merge_without_duplicates(backend: Backend) {

@@ -423,6 +423,29 @@ pub async fn forget_link_text_copies(url: &str) {
     })
 }
 
+/// Takes the database back to its schema before migration 0021 (no link copies, the link table's
+/// key without included columns), keeping its data, so that connecting again runs 0021–0023 on
+/// links that exist: an upgrade, as a database of an earlier release gets it.
+pub async fn undo_link_text_copies(url: &str) {
+    let postgres = [
+        "ALTER TABLE event_environments DROP CONSTRAINT event_environments_pkey",
+        "ALTER TABLE event_environments ADD PRIMARY KEY (environment_id, occurred_at, event_id)",
+        "ALTER TABLE event_environments DROP COLUMN title_lowered, DROP COLUMN resources_lowered",
+        "DELETE FROM _sqlx_migrations WHERE version >= 21",
+    ];
+    let sqlite = [
+        "ALTER TABLE event_environments DROP COLUMN title_lowered",
+        "ALTER TABLE event_environments DROP COLUMN resources_lowered",
+        "DELETE FROM _sqlx_migrations WHERE version >= 21",
+    ];
+    on_pool!(url, |pool| {
+        let statements: &[&str] = if url.starts_with("sqlite") { &sqlite } else { &postgres };
+        for sql in statements {
+            sqlx::query(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    })
+}
+
 /// How many facet rows (the value filters' index) an environment has.
 pub async fn facet_count(url: &str, environment_id: Uuid) -> i64 {
     let sql = "SELECT COUNT(*) FROM event_facets WHERE environment_id = $1";

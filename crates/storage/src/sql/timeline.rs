@@ -139,27 +139,11 @@ fn push_scan_conditions<'a, DB>(
         sql.push(format!(" AND {scan}.event_id < ")).push_bind(id).push("))");
     }
     push_filters(sql, &query.filters, query.include_read_only, &query.kinds, "l");
-    push_text_prefilters(sql, &query.filters);
-}
-
-/// The `q` and `resource` filters again, on the link's copies of the texts (migration 0021),
-/// which the scan tests in the link table's key without reading the event. A NULL copy (a
-/// link older than the copies, a text too long to copy) passes, for its event's own test.
-fn push_text_prefilters<'a, DB>(sql: &mut QueryBuilder<'a, DB>, f: &'a TimelineFilters)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-{
-    for (column, text) in [("title_lowered", &f.text), ("resources_lowered", &f.resource)] {
-        if let Some(text) = text {
-            let pattern = like_pattern(&text.to_lowercase());
-            sql.push(format!(" AND (l.{column} IS NULL OR l.{column} LIKE ")).push_bind(pattern).push(" ESCAPE '\\')");
-        }
-    }
 }
 
 /// The filters of a timeline or a stream. `read_only` and `kind` are read from `alias` (the
-/// link table's copies on a timeline scan, the event's own on a stream).
+/// link table's copies on a timeline scan, the event's own on a stream); on the link table (`l`) the
+/// texts of `q` and `resource` are tested on its copies too.
 fn push_filters<'a, DB>(
     sql: &mut QueryBuilder<'a, DB>,
     f: &'a TimelineFilters,
@@ -180,17 +164,23 @@ fn push_filters<'a, DB>(
         sql.push(" AND (e.source = ").push_bind(source.as_str());
         sql.push(" OR e.event_source = ").push_bind(source.as_str()).push(")");
     }
-    if let Some(resource) = &f.resource {
-        // Lowered on both sides: SQLite's LIKE ignores ASCII case and PostgreSQL's does not, and
-        // a name typed in another case (a role's `OrganizationAccountAccessRole`) should match.
-        sql.push(format!(" AND {RESOURCES_LOWERED} LIKE "))
-            .push_bind(like_pattern(&resource.to_lowercase()))
-            .push(" ESCAPE '\\'");
-    }
-    if let Some(text) = &f.text {
-        sql.push(format!(" AND {TITLE_LOWERED} LIKE "))
-            .push_bind(like_pattern(&text.to_lowercase()))
-            .push(" ESCAPE '\\'");
+    // Lowered on both sides: SQLite's LIKE ignores ASCII case and PostgreSQL's does not, and a
+    // name typed in another case (a role's `OrganizationAccountAccessRole`) should match. On a
+    // timeline scan the link's copy of the text (migration 0021) is tested first, in the link
+    // table's key; a NULL copy (a link older than the copies, a text too long) passes to the
+    // event's own test.
+    for (event_text, link_copy, wanted) in
+        [(RESOURCES_LOWERED, "resources_lowered", &f.resource), (TITLE_LOWERED, "title_lowered", &f.text)]
+    {
+        if let Some(wanted) = wanted {
+            let pattern = like_pattern(&wanted.to_lowercase());
+            if alias == "l" {
+                sql.push(format!(" AND (l.{link_copy} IS NULL OR l.{link_copy} LIKE "))
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\')");
+            }
+            sql.push(format!(" AND {event_text} LIKE ")).push_bind(pattern).push(" ESCAPE '\\'");
+        }
     }
     // Labels are free-form key/value pairs: the JSON object is their storage.
     if let Some(service) = &f.service {

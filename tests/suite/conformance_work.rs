@@ -431,7 +431,12 @@ async fn text_filters_test_the_links_copies_and_the_event_where_there_is_none(ba
     let copies = test_support::link_text_copies(&db.url, change_id).await;
     let (title, resources) = &copies[0];
     assert_eq!(title.as_deref(), Some(change.title.to_lowercase().as_str()), "the title's copy");
-    assert!(resources.as_deref().is_some_and(|r| r.contains("sg-del") && !r.contains("SG")), "{resources:?}");
+    // The resources have capitals (their CloudFormation type); the copy has none.
+    let stored = serde_json::to_string(&change.resources).unwrap();
+    assert!(stored.contains("AWS::EC2::SecurityGroup"), "{stored}");
+    let lowered =
+        |r: &str| r.contains("sg-del") && r.contains("aws::ec2::securitygroup") && !r.contains("SecurityGroup");
+    assert!(resources.as_deref().is_some_and(lowered), "{resources:?}");
 
     // A title longer than the copies' 1,000 bytes has no copy and is found by its event.
     let long_title = format!("{} Rotated the Needle", "padding ".repeat(150));

@@ -20,6 +20,13 @@ use domain::{ExternalId, RegisteredRole, Store};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// mimalloc, not glibc's malloc: a timeline page is thousands of small allocations (its rows'
+/// strings, their JSON), and under load glibc's malloc and free were an eighth of the server's
+/// CPU (BENCHMARKS.md, issue 16). The
+/// benchmarks serve the API in their own process, so they use the service's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod channels;
 mod importer;
 mod normalize;

@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use domain::TokenSecret;
 use uuid::Uuid;
 
+/// mimalloc, not glibc's malloc: a timeline page is thousands of small allocations (its rows'
+/// strings, their JSON), and under load glibc's malloc and free were an eighth of the server's
+/// CPU (BENCHMARKS.md, issue 16).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// changetrail: what changed? One timeline per environment of AWS CloudTrail changes, deploys,
 /// pull requests and alerts. Configuration comes from CHANGETRAIL_* variables (see the README).
 #[derive(Parser)]

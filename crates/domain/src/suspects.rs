@@ -134,7 +134,7 @@ mod tests {
             resources: vec![],
             labels: service.map(|s| [("service".to_owned(), s.to_owned())].into_iter().collect()).unwrap_or_default(),
             links: vec![],
-            details: crate::event::Details::from_stored(kind, details),
+            details: crate::event::Details::from_stored(kind, &details.to_string()),
             ingested_at: alert_at,
             ingested_via: crate::event::IngestPath::Api,
         }

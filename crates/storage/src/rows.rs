@@ -272,7 +272,8 @@ pub struct TimelineRow {
     pub resources: sqlx::types::Json<Vec<domain::event::Resource>>,
     pub labels: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     pub links: sqlx::types::Json<Vec<domain::event::Link>>,
-    pub details: sqlx::types::Json<serde_json::Value>,
+    /// Read as text and parsed by `Details::from_stored`, once, into the type its kind has.
+    pub details: sqlx::types::Json<Box<serde_json::value::RawValue>>,
     pub created_at: i64,
     pub ingested_via: String,
 }
@@ -319,7 +320,7 @@ impl TimelineRow {
             resources: self.resources.0,
             labels: self.labels.0,
             links: self.links.0,
-            details: domain::event::Details::from_stored(kind, self.details.0),
+            details: domain::event::Details::from_stored(kind, self.details.0.get()),
             ingested_at: from_micros(self.created_at),
             ingested_via: domain::event::IngestPath::from_stored(&self.ingested_via),
         }

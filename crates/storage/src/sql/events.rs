@@ -224,7 +224,7 @@ impl Events for SqlStore {
     }
 
     async fn details_by_key(&self, org_id: Uuid, source: &str, source_key: &str) -> StoreResult<Option<Details>> {
-        let row: Option<(String, Json<serde_json::Value>)> = on_pool!(self, |pool: Db| {
+        let row: Option<(String, Json<Box<serde_json::value::RawValue>>)> = on_pool!(self, |pool: Db| {
             sqlx::query_as("SELECT kind, details FROM events WHERE org_id = $1 AND source = $2 AND source_key = $3")
                 .bind(org_id)
                 .bind(source)
@@ -233,7 +233,7 @@ impl Events for SqlStore {
                 .await
         })
         .map_err(backend)?;
-        Ok(row.map(|(kind, details)| Details::from_stored(stored_kind(&kind), details.0)))
+        Ok(row.map(|(kind, details)| Details::from_stored(stored_kind(&kind), details.0.get())))
     }
 
     async fn get_event(&self, org_id: Uuid, event_id: Uuid) -> StoreResult<Option<StoredEvent>> {

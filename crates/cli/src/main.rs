@@ -10,7 +10,7 @@ use domain::TokenSecret;
 use uuid::Uuid;
 
 /// mimalloc, not glibc's malloc: a timeline page is thousands of small allocations (its rows'
-/// strings, their JSON), and under load glibc's malloc and free were an eighth of the server's
+/// strings, their JSON), and under load glibc's malloc and free were a quarter of the server's
 /// CPU (BENCHMARKS.md, issue 16).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 /// mimalloc, not glibc's malloc: a timeline page is thousands of small allocations (its rows'
 /// strings, their JSON), and under load glibc's malloc and free were a quarter of the server's
-/// CPU (BENCHMARKS.md, issue 16). The
-/// benchmarks serve the API in their own process, so they use the service's allocator.
+/// CPU (BENCHMARKS.md, issue 16). The benchmarks serve the API in their own process, so they
+/// use the service's allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -190,3 +190,25 @@ pub struct StoredEvent {
     pub item: crate::timeline::TimelineItem,
     pub original: Option<serde_json::Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_details_are_read_into_their_type_or_kept_as_they_are() {
+        let details = crate::cloudtrail::CloudTrailDetails {
+            event_name: "DeleteBucket".into(),
+            event_source: "s3.amazonaws.com".into(),
+            summary: Some("deleted bucket prod-logs".into()),
+            ..Default::default()
+        };
+        let stored = serde_json::to_string(&details).unwrap();
+        assert_eq!(Details::from_stored(EventKind::Cloudtrail, &stored), Details::CloudTrail(Box::new(details)));
+        // CloudTrail details that no longer fit the type, and any other kind's, come back as stored.
+        let unfit = r#"{"event_name": 7, "kept": ["as", "stored"]}"#;
+        let unfit_value: serde_json::Value = serde_json::from_str(unfit).unwrap();
+        assert_eq!(Details::from_stored(EventKind::Cloudtrail, unfit), Details::Other(unfit_value.clone()));
+        assert_eq!(Details::from_stored(EventKind::Deploy, unfit), Details::Other(unfit_value));
+    }
+}

@@ -142,8 +142,8 @@ fn push_scan_conditions<'a, DB>(
 }
 
 /// The filters of a timeline or a stream. `read_only` and `kind` are read from `alias` (the
-/// link table's copies on a timeline scan, the event's own on a stream); on the link table (`l`) the
-/// texts of `q` and `resource` are tested on its copies too.
+/// link table's copies on a timeline scan, the event's own on a stream); on the link table
+/// (`l`) the texts of `q` and `resource` are tested on its copies too.
 fn push_filters<'a, DB>(
     sql: &mut QueryBuilder<'a, DB>,
     f: &'a TimelineFilters,

@@ -25,6 +25,7 @@ on_both_backends!(
     several_environments_merge_without_duplicates,
     relinking_replaces_links_under_its_lease,
     members_follow_the_listing_and_discovery_is_leased_to_one_worker,
+    timeline_writes_count_what_changes_a_timeline_and_nothing_else,
 );
 
 const ACCOUNT: &str = "222222222222";
@@ -630,4 +631,42 @@ async fn members_follow_the_listing_and_discovery_is_leased_to_one_worker(backen
     assert!(store.list_members(other, parent.id).await.unwrap().is_empty());
     assert!(store.delete_connection(org, parent.id).await.unwrap());
     assert!(store.get_connection(org, first.id).await.unwrap().is_none(), "members go with their organisation");
+}
+
+/// What `app::pages` keys remembered pages on: every committed change to items, links or
+/// environments moves the count, and reads do not.
+async fn timeline_writes_count_what_changes_a_timeline_and_nothing_else(backend: Backend) {
+    let db = db_or_skip!(backend, "timeline_writes_count_what_changes_a_timeline_and_nothing_else");
+    let (org, prod, staging, connection) = setup(&db.store, &["us-east-1"]).await;
+    let now = domain::time_util::now();
+    let count = || db.store.timeline_writes();
+    let mut seen = count();
+    let mut moved = |what: &str| {
+        let now = count();
+        assert!(now > seen, "{what} did not move the count ({seen})");
+        seen = now;
+    };
+    let first = change(&connection, "AuthorizeSecurityGroupIngress", "ec2.amazonaws.com", "alice", now, &[prod.id]);
+    let (id, _) = db.store.upsert_event(org, &first).await.unwrap();
+    moved("upsert_event");
+    let second = change(&connection, "CreateUser", "iam.amazonaws.com", "bob", now, &[prod.id]);
+    db.store.insert_events(org, &[second]).await.unwrap();
+    moved("insert_events");
+    let third = change(&connection, "DeleteBucket", "s3.amazonaws.com", "carol", now, &[staging.id]);
+    db.store.insert_connection_event(org, connection.id, connection.links_version, &third).await.unwrap();
+    moved("insert_connection_event");
+
+    let before_reads = count();
+    assert_eq!(db.store.timeline(org, &query(vec![prod.id, staging.id], 10)).await.unwrap().len(), 3);
+    assert!(db.store.get_event(org, id).await.unwrap().is_some());
+    db.store.find_environments(org, &[domain::EnvironmentRef::Id(prod.id)]).await.unwrap();
+    assert_eq!(count(), before_reads, "reads moved the count");
+
+    let patch = domain::EnvironmentPatch { name: Some("Production".into()), ..Default::default() };
+    db.store.update_environment(org, prod.id, &patch).await.unwrap();
+    moved("update_environment");
+    assert!(db.store.delete_environment(org, staging.id).await.unwrap());
+    moved("delete_environment");
+    assert!(db.store.delete_connection(org, connection.id).await.unwrap());
+    moved("delete_connection");
 }

@@ -16,6 +16,7 @@ on_both_backends!(
     filters_and_several_environments,
     changing_rules_relinks_stored_events,
     every_posted_item_reaches_the_subscribers,
+    remembered_pages_are_the_organisations_own_and_end_at_a_write,
 );
 
 fn at(t: OffsetDateTime) -> String {
@@ -348,4 +349,71 @@ async fn every_posted_item_reaches_the_subscribers(backend: Backend) {
     assert_eq!(got_second.org_id, org.id);
     assert_eq!(got_second.item.environments, ["prod"]);
     assert!(items.try_recv().is_err(), "one message per post");
+}
+
+/// `app::pages`: the same request read again within a second gets the page sent the first
+/// time, but never another organisation's, never after this process wrote, and never for
+/// longer than a second after another process wrote.
+async fn remembered_pages_are_the_organisations_own_and_end_at_a_write(backend: Backend) {
+    let Some(app) = test_support::TestApp::spawn(backend).await else {
+        return test_support::skipped("remembered_pages_are_the_organisations_own_and_end_at_a_write");
+    };
+    let (a, b) = (app.org("a").await, app.org("b").await);
+    for org in [&a, &b] {
+        assert_eq!(app.post("/v1/environments", &org.admin_token, json!({"name": "production"})).await.0, 201);
+    }
+    let now = OffsetDateTime::now_utc();
+    let deploy = |version: &str| {
+        json!({"environment": "production", "service": "web", "version": version, "status": "succeeded",
+               "started_at": at(now - time::Duration::minutes(1))})
+    };
+    let path = format!("/v1/environments/production/timeline?since={}", at(now - time::Duration::hours(1)));
+    assert_eq!(app.post("/v1/deploys", &a.admin_token, deploy("a-1")).await.0, 201);
+    let page = |token: String| {
+        let (app, path) = (&app, &path);
+        async move {
+            let (status, page) = app.get(path, &token).await;
+            assert_eq!(status, 200, "{page}");
+            titles(&page)
+        }
+    };
+    assert_eq!(page(a.admin_token.clone()).await, ["web a-1: succeeded"]);
+    // The same path and query for another organisation: its own page, empty.
+    assert!(page(b.admin_token.clone()).await.is_empty(), "b was sent a's page");
+    assert_eq!(app.post("/v1/deploys", &b.admin_token, deploy("b-1")).await.0, 201);
+    assert_eq!(page(b.admin_token.clone()).await, ["web b-1: succeeded"], "b's own write is on b's next read");
+    assert_eq!(page(a.admin_token.clone()).await, ["web a-1: succeeded"]);
+
+    // Another process writes (a store of its own on the same database): this process learns
+    // of it within the second.
+    let other = storage::connect(&app.db.url).await.unwrap();
+    let read_at = std::time::Instant::now();
+    assert_eq!(page(a.admin_token.clone()).await, ["web a-1: succeeded"]);
+    let posted = domain::posted::deploy(domain::posted::DeployInput {
+        environment: Some("production"),
+        environments: None,
+        service: "web",
+        version: "a-2",
+        status: "succeeded",
+        started_at: now - time::Duration::minutes(1),
+        finished_at: None,
+        url: None,
+        commit_sha: None,
+        actor: None,
+        external_id: None,
+    })
+    .unwrap();
+    let other_app = app::App::new(
+        other,
+        test_support::aws_access("http://127.0.0.1:9", None).await,
+        std::time::Duration::from_secs(20 * 60),
+        test_support::webhooks(&app.base_url),
+    );
+    other_app.post(a.id, posted).await.unwrap();
+    let soon = page(a.admin_token.clone()).await;
+    if read_at.elapsed() < std::time::Duration::from_millis(800) {
+        assert_eq!(soon, ["web a-1: succeeded"], "read again within the second: the page sent before");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(page(a.admin_token.clone()).await, ["web a-2: succeeded", "web a-1: succeeded"]);
 }

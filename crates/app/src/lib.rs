@@ -12,6 +12,7 @@ mod channels;
 mod connections;
 mod environments;
 mod lookups;
+mod pages;
 mod posting;
 mod push;
 mod rules;
@@ -23,6 +24,7 @@ mod tokens;
 
 pub use channels::{AuditEventsAnswer, AuditEventsCall, CallRefused, ChannelInput};
 pub use connections::{RegionImport, RoleInput};
+pub use pages::{PageTicket, PAGES_FRESH_FOR};
 pub use posting::NewItem;
 pub use push::{PushEndpoint, PushOutcome, PushStatus};
 pub use rules::{public_addresses, ActionInput, RuleInput, RulePatch, RuleView, TargetRefusal};
@@ -132,13 +134,22 @@ pub struct App {
     pub webhooks: WebhookSettings,
     new_items: broadcast::Sender<NewItem>,
     lookups: Arc<lookups::Lookups>,
+    pages: Arc<pages::RenderedPages>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>, aws: Arc<AwsAccess>, import_overlap: Duration, webhooks: WebhookSettings) -> App {
         // Reactions that fall this far behind miss items (and are told so by the channel).
         let (new_items, _) = broadcast::channel(1024);
-        App { store, aws, import_overlap, webhooks, new_items, lookups: Default::default() }
+        let pages = Arc::new(pages::RenderedPages::new(pages::PAGES_FRESH_FOR));
+        App { store, aws, import_overlap, webhooks, new_items, lookups: Default::default(), pages }
+    }
+
+    /// The same application serving a timeline page it read to the organisation's other
+    /// callers for `fresh_for` (`pages.rs`); zero reads every page.
+    pub fn remembering_pages_for(mut self, fresh_for: Duration) -> App {
+        self.pages = Arc::new(pages::RenderedPages::new(fresh_for));
+        self
     }
 
     /// Every item stored from now on, whatever its source: for what reacts to new items (live

@@ -118,10 +118,11 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
         allow_private_targets: false,
     };
     let state = api::AppState::new(store.clone(), access, Duration::from_secs(1200), webhooks);
-    let app = api::router(state, &api::HttpSettings::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Every figure but the last `wrk` reads each page anew: the remembered pages of
+    // `app::pages` would turn 200 runs of one request into one query.
+    let base =
+        serve(api::router(state.clone().remembering_pages_for(Duration::ZERO), &api::HttpSettings::default())).await?;
+    let remembering = serve(api::router(state, &api::HttpSettings::default())).await?;
     let http = reqwest::Client::new();
     let token = secret.expose().to_owned();
     let busy = envs[0];
@@ -262,7 +263,7 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
 
     // Load: wrk against the last hour's first page, and against POST /v1/deploys.
     let dir = std::env::temp_dir();
-    let get_url = format!("{base}/v1/environments/env-0/timeline?limit=100&since={}", rfc(hour.0));
+    let get_path = format!("/v1/environments/env-0/timeline?limit=100&since={}", rfc(hour.0));
     let wrk = |args: Vec<String>| -> anyhow::Result<String> {
         let out = std::process::Command::new("wrk")
             .args(&args)
@@ -277,7 +278,18 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
     let auth = format!("Authorization: Bearer {token}");
     println!(
         "  wrk GET timeline (2 threads, 32 connections, 15 s): {}",
-        wrk(vec!["-t2".into(), "-c32".into(), "-d15s".into(), "-H".into(), auth.clone(), get_url])?
+        wrk(vec!["-t2".into(), "-c32".into(), "-d15s".into(), "-H".into(), auth.clone(), format!("{base}{get_path}")])?
+    );
+    println!(
+        "  wrk GET timeline, pages remembered for a second: {}",
+        wrk(vec![
+            "-t2".into(),
+            "-c32".into(),
+            "-d15s".into(),
+            "-H".into(),
+            auth.clone(),
+            format!("{remembering}{get_path}")
+        ])?
     );
     let script = dir.join("changetrail-deploy.lua");
     std::fs::write(&script, format!(
@@ -478,4 +490,12 @@ fn shape_rows(shapes: &[domain::event::NewEvent]) -> sqlx::types::Json<Vec<Value
         })
     });
     sqlx::types::Json(rows.collect())
+}
+
+/// Serves the router on a port of its own; answers its base URL.
+async fn serve(router: axum::Router) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(base)
 }

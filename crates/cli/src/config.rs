@@ -89,6 +89,11 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "longest a request may take before it is answered 503 `timeout`; the database stops its query then too",
     },
     Variable {
+        name: "CHANGETRAIL_TIMELINE_PAGES_FOR",
+        default: "1s",
+        meaning: "how long a timeline page read for one caller answers the organisation's same request again, unless this process writes first (0s: read each anew; at most 60s)",
+    },
+    Variable {
         name: "CHANGETRAIL_HEADER_READ_TIMEOUT",
         default: "10s",
         meaning: "a connection whose request headers (or next request) take longer is closed",
@@ -136,6 +141,8 @@ pub struct Config {
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    /// How long `app::pages` remembers a timeline page.
+    pub timeline_pages_for: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub log_filter: String,
@@ -219,6 +226,7 @@ impl Config {
         let cors_text = parse("CHANGETRAIL_CORS_ORIGINS", "");
         let body_limit_text = parse("CHANGETRAIL_BODY_LIMIT", "1048576");
         let timeout_text = parse("CHANGETRAIL_REQUEST_TIMEOUT", "30s");
+        let pages_for_text = parse("CHANGETRAIL_TIMELINE_PAGES_FOR", "1s");
         let header_timeout_text = parse("CHANGETRAIL_HEADER_READ_TIMEOUT", "10s");
         let max_connections_text = parse("CHANGETRAIL_MAX_CONNECTIONS", "1024");
         let log_filter = parse("CHANGETRAIL_LOG", "info");
@@ -262,6 +270,13 @@ impl Config {
             errors.push(format!("CHANGETRAIL_REQUEST_TIMEOUT: {timeout_text:?} is not a duration like 30s, 5m or 2h"));
             Duration::from_secs(30)
         });
+        let timeline_pages_for =
+            parse_duration(&pages_for_text).filter(|d| *d <= Duration::from_secs(60)).unwrap_or_else(|| {
+                errors.push(format!(
+                    "CHANGETRAIL_TIMELINE_PAGES_FOR: {pages_for_text:?} is not a duration from 0s to 60s, like 1s or 500ms"
+                ));
+                app::PAGES_FRESH_FOR
+            });
         let header_read_timeout = parse_duration(&header_timeout_text).filter(|d| !d.is_zero()).unwrap_or_else(|| {
             errors.push(format!(
                 "CHANGETRAIL_HEADER_READ_TIMEOUT: {header_timeout_text:?} is not a duration like 10s or 1m"
@@ -320,6 +335,7 @@ impl Config {
             cors_origins,
             body_limit_bytes,
             request_timeout,
+            timeline_pages_for,
             header_read_timeout,
             max_connections,
             log_filter,
@@ -443,6 +459,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.timeline_pages_for, Duration::from_secs(1));
         assert!(config.database_url.is_none() && config.bootstrap_token.is_none() && config.cors_origins.is_empty());
     }
 
@@ -451,11 +468,12 @@ mod tests {
         let bad = HashMap::from([
             ("CHANGETRAIL_LISTEN", "nowhere"),
             ("CHANGETRAIL_REQUEST_TIMEOUT", "soon"),
+            ("CHANGETRAIL_TIMELINE_PAGES_FOR", "2m"),
             ("CHANGETRAIL_LOG_FORMAT", "xml"),
             ("CHANGETRAIL_CORS_ORIGINS", "https://ok.example,not-an-origin"),
         ]);
         let errors = Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).unwrap_err();
-        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
     }
 
     #[test]

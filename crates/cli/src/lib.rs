@@ -119,7 +119,9 @@ pub async fn serve_api(
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let settings = config.http();
-    let app = api::router(api::AppState::new(store, aws, config.import.overlap, config.webhooks()?), &settings);
+    let state = api::AppState::new(store, aws, config.import.overlap, config.webhooks()?)
+        .remembering_pages_for(config.timeline_pages_for);
+    let app = api::router(state, &settings);
     tracing::info!(address = %config.listen, "API listening");
     api::serve(listener, app, &settings, shutdown).await;
     Ok(())

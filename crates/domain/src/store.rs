@@ -279,6 +279,10 @@ pub trait Events: Send + Sync {
     /// Up to `query.limit` items of the environments that pass its filters, stored after
     /// `query.after`, oldest stored first (then by id): a live stream's next batch.
     async fn stream_items(&self, org_id: Uuid, query: &crate::timeline::StreamQuery) -> StoreResult<Vec<TimelineItem>>;
+    /// How many writes that change what a timeline shows (items, their links, environments)
+    /// this store has committed since it opened: a page read while it stays the same is still
+    /// the page, as far as this process wrote. Counted after each commit.
+    fn timeline_writes(&self) -> u64;
 }
 
 /// Re-linking a connection's stored events when its rules change, leased like imports.

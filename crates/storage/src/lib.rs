@@ -49,6 +49,8 @@ pub struct SqlStore {
     statement_timeout: Duration,
     /// Each organisation's enabled rules as last read, with the stamp they were read under.
     enabled_rules: sql::RuleCache,
+    /// Committed writes that change what a timeline shows ([`domain::store::Events::timeline_writes`]).
+    timeline_writes: std::sync::atomic::AtomicU64,
 }
 
 /// How the store treats its database.
@@ -82,6 +84,11 @@ impl SqlStore {
 }
 
 impl SqlStore {
+    /// Called after a commit that changed items, links or environments.
+    fn timeline_written(&self) {
+        self.timeline_writes.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
     /// An SQLite connection whose statements are interrupted once the statement timeout has
     /// passed: SQLite's stand-in for PostgreSQL's `statement_timeout`, for reads that may be long.
     async fn sqlite_with_deadline(
@@ -188,7 +195,12 @@ pub async fn connect_sql_with(url: &str, settings: StoreSettings) -> anyhow::Res
             Pool::Postgres(pool)
         }
     };
-    Ok(SqlStore { pool, statement_timeout: settings.statement_timeout, enabled_rules: Default::default() })
+    Ok(SqlStore {
+        pool,
+        statement_timeout: settings.statement_timeout,
+        enabled_rules: Default::default(),
+        timeline_writes: Default::default(),
+    })
 }
 
 /// Takes the database's migration lock for this session (closing it releases the lock), by

@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use bytes::BufMut;
 use domain::timeline::{TimelineItem, TimelineRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::ListResponse;
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiQuery, Reader};
 use crate::AppState;
 
@@ -185,6 +185,28 @@ fn page_view(page: domain::Page<TimelineItem>) -> ListResponse<TimelineItemView>
     ListResponse::from_page(page, TimelineItemView::from)
 }
 
+/// The page this organisation was sent for the same request in the last second, if nothing
+/// was written since (`app::pages`); else the page `read`, written as JSON and remembered.
+async fn remembered_or_read(
+    state: &AppState,
+    org_id: Uuid,
+    uri: &Uri,
+    read: impl std::future::Future<Output = app::AppResult<domain::Page<TimelineItem>>>,
+) -> ApiResult<Response> {
+    let request = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let body = match state.remembered_page(org_id, request) {
+        Ok(body) => body,
+        Err(ticket) => {
+            let mut body = bytes::BytesMut::with_capacity(16 * 1024).writer();
+            serde_json::to_writer(&mut body, &page_view(read.await?)).map_err(ApiError::internal)?;
+            let body = body.into_inner().freeze();
+            state.remember_page(ticket, body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+}
+
 /// An environment's timeline, newest first: CloudTrail changes, deploys, alerts, pull requests
 /// and custom changes. Following `next_cursor` yields every matching item once, even while new
 /// items arrive.
@@ -199,9 +221,10 @@ async fn get_timeline(
     State(state): State<AppState>,
     Reader(caller): Reader,
     Path(env): Path<String>,
+    uri: Uri,
     ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
-) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
-    Ok(Json(page_view(state.timeline(caller.org_id, &env, params).await?)))
+) -> ApiResult<Response> {
+    remembered_or_read(&state, caller.org_id, &uri, state.timeline(caller.org_id, &env, params)).await
 }
 
 /// Several environments' timelines merged, newest first; an item in several appears once.
@@ -213,10 +236,11 @@ async fn get_timeline(
 async fn get_timelines(
     State(state): State<AppState>,
     Reader(caller): Reader,
+    uri: Uri,
     ApiQuery(envs): ApiQuery<EnvironmentsParam>,
     ApiQuery(params): ApiQuery<domain::timeline::TimelineParams>,
-) -> ApiResult<Json<ListResponse<TimelineItemView>>> {
-    Ok(Json(page_view(state.timelines(caller.org_id, &envs.environment, params).await?)))
+) -> ApiResult<Response> {
+    remembered_or_read(&state, caller.org_id, &uri, state.timelines(caller.org_id, &envs.environment, params)).await
 }
 
 /// The filters of a live timeline (a timeline's, without its window, limit or cursor: a stream

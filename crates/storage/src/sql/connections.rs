@@ -172,7 +172,7 @@ impl Connections for SqlStore {
     }
 
     async fn delete_connection(&self, org_id: Uuid, connection_id: Uuid) -> StoreResult<bool> {
-        on_pool!(self, |pool: Db| {
+        let deleted = on_pool!(self, |pool: Db| {
             let mut tx = pool.begin().await?;
             // An organisation connection's members go with it (ON DELETE CASCADE), and so do
             // the events they imported.
@@ -200,7 +200,9 @@ impl Connections for SqlStore {
             }
             tx.commit().await.map(|()| deleted)
         })
-        .map_err(backend)
+        .map_err(backend)?;
+        self.timeline_written();
+        Ok(deleted)
     }
 
     async fn register_role(

@@ -115,6 +115,7 @@ impl Events for SqlStore {
             tx.commit().await.map(|()| id)
         })
         .map_err(backend)?;
+        self.timeline_written();
         Ok((id, id == new_id))
     }
 
@@ -149,6 +150,7 @@ impl Events for SqlStore {
             tx.commit().await.map(|()| Ok(id.map(|(id,)| id)))
         })
         .map_err(backend)?;
+        self.timeline_written();
         stored
     }
 
@@ -196,6 +198,7 @@ impl Events for SqlStore {
             tx.commit().await.map(|()| answers)
         })
         .map_err(backend)?;
+        self.timeline_written();
         Ok(answers)
     }
 
@@ -259,6 +262,10 @@ impl Events for SqlStore {
         query: &domain::timeline::StreamQuery,
     ) -> StoreResult<Vec<TimelineItem>> {
         self.stream_batch(org_id, query).await
+    }
+
+    fn timeline_writes(&self) -> u64 {
+        self.timeline_writes.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

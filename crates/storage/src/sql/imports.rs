@@ -208,6 +208,7 @@ impl ImportQueue for SqlStore {
             Ok((stored, if held { Saved::Stored } else { Saved::LeaseLost }))
         })
         .map_err(backend)?;
+        self.timeline_written();
         match held {
             Saved::Stored => Ok(inserted),
             Saved::LeaseLost => Err(StoreError::LeaseLost),

@@ -145,6 +145,7 @@ impl Relinks for SqlStore {
             commit_if_held(tx, held).await
         })
         .map_err(backend)?;
+        self.timeline_written();
         if held {
             Ok(())
         } else {

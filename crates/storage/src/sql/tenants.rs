@@ -283,6 +283,7 @@ impl Tenants for SqlStore {
                 .await
         })
         .map_err(db_error(&what))?;
+        self.timeline_written();
         row.map(TryInto::try_into).transpose()
     }
 
@@ -296,6 +297,7 @@ impl Tenants for SqlStore {
                 .map(|r| r.rows_affected())
         })
         .map_err(backend)?;
+        self.timeline_written();
         Ok(done > 0)
     }
 }

@@ -19,8 +19,11 @@ use crate::App;
 
 /// How long a page is served without reading it again, unless configured.
 pub const PAGES_FRESH_FOR: Duration = Duration::from_secs(1);
-/// At most this many pages are remembered; the least used go first.
-const CAPACITY: usize = 1_000;
+/// At most this many bytes of pages are remembered (a page of 500 CloudTrail items is about
+/// 1 MB); the least used go first.
+const CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+/// quick_cache's sizing hint: pages of 100 items, the web view's, are about 150 KB.
+const ESTIMATED_PAGES: usize = 500;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PageKey {
@@ -35,14 +38,27 @@ struct Remembered {
     until: Instant,
 }
 
+/// A page weighs its bytes, its key's included.
+#[derive(Clone)]
+struct BySize;
+
+impl quick_cache::Weighter<PageKey, Remembered> for BySize {
+    fn weight(&self, key: &PageKey, page: &Remembered) -> u64 {
+        (key.path_and_query.len() + page.body.len()) as u64
+    }
+}
+
 pub(crate) struct RenderedPages {
     fresh_for: Duration,
-    pages: quick_cache::sync::Cache<PageKey, Remembered>,
+    pages: quick_cache::sync::Cache<PageKey, Remembered, BySize>,
 }
 
 impl RenderedPages {
     pub(crate) fn new(fresh_for: Duration) -> RenderedPages {
-        RenderedPages { fresh_for, pages: quick_cache::sync::Cache::new(CAPACITY) }
+        RenderedPages {
+            fresh_for,
+            pages: quick_cache::sync::Cache::with_weighter(ESTIMATED_PAGES, CAPACITY_BYTES, BySize),
+        }
     }
 }
 

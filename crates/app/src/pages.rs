@@ -20,9 +20,9 @@ use crate::App;
 /// How long a page is served without reading it again, unless configured.
 pub const PAGES_FRESH_FOR: Duration = Duration::from_secs(1);
 /// At most this many bytes of pages are remembered (a page of 500 CloudTrail items is about
-/// 1 MB); the least used go first.
+/// 600 KB); the least used go first.
 const CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
-/// quick_cache's sizing hint: pages of 100 items, the web view's, are about 150 KB.
+/// quick_cache's sizing hint: pages of 100 items, the web view's, are about 120 KB.
 const ESTIMATED_PAGES: usize = 500;
 
 #[derive(Clone, PartialEq, Eq, Hash)]

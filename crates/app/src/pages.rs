@@ -74,9 +74,10 @@ impl App {
     /// organisation, or the ticket to remember it under.
     pub fn remembered_page(&self, org_id: Uuid, path_and_query: &str) -> Result<Bytes, PageTicket> {
         let key = PageKey { writes: self.store.timeline_writes(), org_id, path_and_query: path_and_query.to_owned() };
+        let now = Instant::now();
         match self.pages.pages.get(&key) {
-            Some(page) if Instant::now() < page.until => Ok(page.body),
-            _ => Err(PageTicket { key, issued: Instant::now() }),
+            Some(page) if now < page.until => Ok(page.body),
+            _ => Err(PageTicket { key, issued: now }),
         }
     }
 

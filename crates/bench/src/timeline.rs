@@ -290,21 +290,11 @@ pub(crate) async fn timeline(events: i64) -> anyhow::Result<()> {
             .join(" | "))
     };
     let auth = format!("Authorization: Bearer {token}");
-    println!(
-        "  wrk GET timeline (2 threads, 32 connections, 15 s): {}",
-        wrk(vec!["-t2".into(), "-c32".into(), "-d15s".into(), "-H".into(), auth.clone(), format!("{base}{get_path}")])?
-    );
-    println!(
-        "  wrk GET timeline, pages remembered for a second: {}",
-        wrk(vec![
-            "-t2".into(),
-            "-c32".into(),
-            "-d15s".into(),
-            "-H".into(),
-            auth.clone(),
-            format!("{remembering}{get_path}")
-        ])?
-    );
+    let wrk_get = |server: &str| {
+        wrk(vec!["-t2".into(), "-c32".into(), "-d15s".into(), "-H".into(), auth.clone(), format!("{server}{get_path}")])
+    };
+    println!("  wrk GET timeline (2 threads, 32 connections, 15 s): {}", wrk_get(&base)?);
+    println!("  wrk GET timeline, pages remembered for a second: {}", wrk_get(&remembering)?);
     let script = dir.join("changetrail-deploy.lua");
     std::fs::write(&script, format!(
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{{\"environment\": \"env-1\", \"service\": \"web\", \"version\": \"v1\", \"status\": \"succeeded\", \"started_at\": \"{}\"}}'\n",

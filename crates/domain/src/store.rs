@@ -280,8 +280,9 @@ pub trait Events: Send + Sync {
     /// `query.after`, oldest stored first (then by id): a live stream's next batch.
     async fn stream_items(&self, org_id: Uuid, query: &crate::timeline::StreamQuery) -> StoreResult<Vec<TimelineItem>>;
     /// How many writes that change what a timeline shows (items, their links, environments)
-    /// this store has committed since it opened: a page read while it stays the same is still
-    /// the page, as far as this process wrote. Counted after each commit.
+    /// this store has made since it opened: a page read while it stays the same is still the
+    /// page, as far as this process wrote. Counted after each such call's transaction ends,
+    /// rolled back too: counting too often only reads a page again.
     fn timeline_writes(&self) -> u64;
 }
 

@@ -448,6 +448,31 @@ async fn a_query_past_the_statement_timeout_is_stopped(backend: Backend) {
     if backend == Backend::Postgres {
         return;
     }
+    // Its deadline is over, and only that read's: the connection's next users, here writes of 50
+    // items (thousands of SQLite steps, each checked by whatever handler the connection was left
+    // with), are not interrupted. Ten writes, as the pool hands out its idle connections in turn.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let ctx = domain::cloudtrail::RecordContext {
+        connection_id: uuid::Uuid::nil(),
+        account_id: "123456789012",
+        region: "us-east-1",
+        fallback_time: now,
+    };
+    for write in 0..10 {
+        let items: Vec<_> = (0..50)
+            .map(|n| {
+                let record = json!({"eventID": format!("after-the-deadline-{write}-{n}"), "eventName": "RunInstances",
+                                    "eventSource": "ec2.amazonaws.com", "eventTime": at(now), "readOnly": false,
+                                    "awsRegion": "us-east-1"});
+                let mut item = domain::cloudtrail::normalize(&record, &ctx).event;
+                item.connection_id = None;
+                item.environment_ids = vec![env_id];
+                item
+            })
+            .collect();
+        let written = hasty.insert_events(org.id, &items).await;
+        assert_eq!(written.map(|w| w.len()).map_err(|e| e.to_string()), Ok(50), "write {write} after a stopped read");
+    }
     let quick = domain::timeline::TimelineParams { limit: Some(1), ..Default::default() };
     let quick = domain::timeline::TimelineRequest::parse(quick, now).unwrap().query(vec![env_id]).unwrap();
     for _ in 0..10 {

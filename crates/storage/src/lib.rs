@@ -91,15 +91,47 @@ impl SqlStore {
 
     /// An SQLite connection whose statements are interrupted once the statement timeout has
     /// passed: SQLite's stand-in for PostgreSQL's `statement_timeout`, for reads that may be long.
-    async fn sqlite_with_deadline(
-        &self,
-        pool: &sqlx::SqlitePool,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
+    async fn sqlite_with_deadline(&self, pool: &sqlx::SqlitePool) -> Result<SqliteWithDeadline, sqlx::Error> {
         let mut connection = pool.acquire().await?;
         let deadline = std::time::Instant::now() + self.statement_timeout;
-        // Called every thousand virtual-machine steps: a clock read is cheap against that.
-        connection.lock_handle().await?.set_progress_handler(1000, move || std::time::Instant::now() < deadline);
-        Ok(connection)
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let handler_armed = armed.clone();
+        // Called every thousand virtual-machine steps: a flag and a clock read are cheap against
+        // that. It stays on the connection, disarmed, until the next deadline replaces it.
+        connection.lock_handle().await?.set_progress_handler(1000, move || {
+            !handler_armed.load(std::sync::atomic::Ordering::Acquire) || std::time::Instant::now() < deadline
+        });
+        Ok(SqliteWithDeadline { connection, armed })
+    }
+}
+
+/// A pooled SQLite connection under a deadline ([`SqlStore::sqlite_with_deadline`]), for as long as
+/// this value lives. Dropping it disarms the deadline before the connection goes back to the pool,
+/// however the read ended (a cancelled request's future is dropped too), so the connection's next
+/// user is never interrupted by a deadline that was not its own. Disarming is a flag in this
+/// process, where removing the handler would be a round trip to the connection's thread on every
+/// release of every connection.
+struct SqliteWithDeadline {
+    connection: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteWithDeadline {
+    fn drop(&mut self) {
+        self.armed.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for SqliteWithDeadline {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for SqliteWithDeadline {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.connection
     }
 }
 
@@ -152,15 +184,9 @@ pub async fn connect_sql_with(url: &str, settings: StoreSettings) -> anyhow::Res
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
-                // SQLite has no statement timeout: reads that may be long set a progress handler
-                // that interrupts them at their deadline (`sqlite_with_deadline`); it goes when
-                // the connection returns to the pool, however the query ended.
-                .after_release(|connection, _| {
-                    Box::pin(async move {
-                        connection.lock_handle().await?.remove_progress_handler();
-                        Ok(true)
-                    })
-                })
+                // A file in this process has no connection to lose: the default test, a ping,
+                // is a round trip to the connection's thread before every use.
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await
                 .context("cannot open the SQLite database")?;

@@ -145,11 +145,12 @@ pub fn normalize(record: &Value, ctx: &RecordContext<'_>) -> Normalized {
     if !record.is_object() {
         problems.push("the record is JSON but not an object".to_owned());
     }
-    let original = Some(record.clone());
     // The record's own `resources` are what LookupEvents reports as `Resources` beside it, so a
     // pushed record and the same record polled name the same resources.
     let hints = LookupEvent { resources: resources_of_record(record), ..LookupEvent::default() };
-    normalize_parts(record.is_object().then_some(record), original, &hints, problems, ctx)
+    let mut normalized = normalize_parts(record.is_object().then_some(record), &hints, problems, ctx);
+    normalized.event.original = Some(record.clone());
+    normalized
 }
 
 /// A record's `resources: [{"ARN", "type", "accountId"}]`.
@@ -190,17 +191,19 @@ pub fn normalize_lookup(event: &LookupEvent, ctx: &RecordContext<'_>) -> Normali
             None
         }
     };
-    let original = match (&record, event.cloudtrail_event.as_deref()) {
-        (Some(record), _) => Some(record.clone()),
+    let mut normalized = normalize_parts(record.as_ref(), event, problems, ctx);
+    // The parsed record itself becomes the original, once read: no copy of its tree.
+    normalized.event.original = match (record, event.cloudtrail_event.as_deref()) {
+        (Some(record), _) => Some(record),
         (None, Some(raw)) => Some(json!({ "unparsed": raw })),
         (None, None) => None,
     };
-    normalize_parts(record.as_ref(), original, event, problems, ctx)
+    normalized
 }
 
+/// The item a record makes, without its original (the callers own the record, or a copy).
 fn normalize_parts(
     record: Option<&Value>,
-    original: Option<Value>,
     hints: &LookupEvent,
     mut problems: Vec<String>,
     ctx: &RecordContext<'_>,
@@ -286,7 +289,7 @@ fn normalize_parts(
             labels,
             links: Vec::new(),
             details: Details::CloudTrail(Box::new(details)),
-            original,
+            original: None,
             environment_ids: Vec::new(),
             via: IngestPath::Poll,
         },

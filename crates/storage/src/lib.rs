@@ -6,6 +6,7 @@
 //! `migrations/{sqlite,postgres}` at the workspace root and are applied by [`connect`].
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub struct SqlStore {
     /// Each organisation's enabled rules as last read, with the stamp they were read under.
     enabled_rules: sql::RuleCache,
     /// Committed writes that change what a timeline shows ([`domain::store::Events::timeline_writes`]).
-    timeline_writes: std::sync::atomic::AtomicU64,
+    timeline_writes: AtomicU64,
 }
 
 /// How the store treats its database.
@@ -86,7 +87,7 @@ impl SqlStore {
 impl SqlStore {
     /// Called after a commit that changed items, links or environments.
     fn timeline_written(&self) {
-        self.timeline_writes.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.timeline_writes.fetch_add(1, Ordering::Release);
     }
 
     /// An SQLite connection whose statements are interrupted once the statement timeout has
@@ -94,12 +95,12 @@ impl SqlStore {
     async fn sqlite_with_deadline(&self, pool: &sqlx::SqlitePool) -> Result<SqliteWithDeadline, sqlx::Error> {
         let mut connection = pool.acquire().await?;
         let deadline = std::time::Instant::now() + self.statement_timeout;
-        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let armed = Arc::new(AtomicBool::new(true));
         let handler_armed = armed.clone();
         // Called every thousand virtual-machine steps: a flag and a clock read are cheap against
         // that. It stays on the connection, disarmed, until the next deadline replaces it.
         connection.lock_handle().await?.set_progress_handler(1000, move || {
-            !handler_armed.load(std::sync::atomic::Ordering::Acquire) || std::time::Instant::now() < deadline
+            !handler_armed.load(Ordering::Acquire) || std::time::Instant::now() < deadline
         });
         Ok(SqliteWithDeadline { connection, armed })
     }
@@ -113,12 +114,12 @@ impl SqlStore {
 /// release of every connection.
 struct SqliteWithDeadline {
     connection: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    armed: Arc<std::sync::atomic::AtomicBool>,
+    armed: Arc<AtomicBool>,
 }
 
 impl Drop for SqliteWithDeadline {
     fn drop(&mut self) {
-        self.armed.store(false, std::sync::atomic::Ordering::Release);
+        self.armed.store(false, Ordering::Release);
     }
 }
 
